@@ -1,0 +1,80 @@
+"""Helpers around the MLflow client used by more than one service."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import requests
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.tracking import MlflowClient
+
+    from wine_mlops.settings import MlflowSettings
+
+log = logging.getLogger(__name__)
+
+
+class TrackingServerUnavailableError(RuntimeError):
+    """The MLflow tracking server did not answer within the allowed attempts."""
+
+
+def wait_for_tracking_server(settings: MlflowSettings) -> None:
+    """Waits until the tracking server answers ``GET /health``, with bounded backoff.
+
+    A ``file:`` or database tracking URI needs no server and returns at once.
+
+    Args:
+        settings: The MLflow settings (URI, number of attempts, longest pause).
+
+    Raises:
+        TrackingServerUnavailableError: When every attempt failed.
+    """
+    uri = settings.tracking_uri.rstrip("/")
+    if not uri.startswith(("http://", "https://")):
+        return
+    delay = 0.5
+    last_error = ""
+    for attempt in range(1, settings.connect_attempts + 1):
+        try:
+            response = requests.get(f"{uri}/health", timeout=5)
+            if response.ok:
+                return
+            last_error = f"HTTP {response.status_code}"
+        except requests.RequestException as exc:
+            last_error = f"{type(exc).__name__}: {exc}"
+        if attempt < settings.connect_attempts:
+            log.warning(
+                "MLflow at %s not reachable (attempt %d/%d: %s); retrying in %.1f s",
+                uri,
+                attempt,
+                settings.connect_attempts,
+                last_error,
+                delay,
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, settings.connect_max_backoff_seconds)
+    raise TrackingServerUnavailableError(
+        f"MLflow tracking server at {uri} is unreachable after "
+        f"{settings.connect_attempts} attempts (last error: {last_error})"
+    )
+
+
+def version_by_alias(client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:
+    """Returns the model version an alias points to, or None when the alias is not set.
+
+    Args:
+        client: An MLflow client.
+        model_name: The registered model's name.
+        alias: The alias, e.g. ``"champion"``.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(model_name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise

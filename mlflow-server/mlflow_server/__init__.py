@@ -1,0 +1,1 @@
+"""Launcher of the MLflow tracking server: settings from the environment, then ``mlflow server``."""

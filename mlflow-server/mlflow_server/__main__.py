@@ -1,0 +1,5 @@
+"""``python -m mlflow_server`` starts the tracking server."""
+
+from mlflow_server.launch import main
+
+main()

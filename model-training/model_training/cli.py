@@ -1,0 +1,94 @@
+"""Command line of the training job: ``wine-train`` or ``python -m model_training``.
+
+Exit codes: 0 done, 2 invalid data or arguments (nothing logged to MLflow),
+3 MLflow unreachable, 1 any other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from model_training.candidates import CANDIDATES
+from model_training.data import DataValidationError, load_dataset
+from model_training.settings import TrainingSettings
+from wine_mlops.logs import configure_logging
+from wine_mlops.tracking import TrackingServerUnavailableError
+
+log = logging.getLogger("model_training")
+
+EXIT_INVALID_INPUT = 2
+EXIT_MLFLOW_UNREACHABLE = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wine-train",
+        description="Train wine classifiers, log them to MLflow, register the best and "
+        "promote it to champion only if it is at least as good as the current one.",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="CSV with the 13 feature columns and "
+        "'target' (default: scikit-learn's wine data; env WINE_DATA_PATH)",
+    )
+    parser.add_argument("--seed", type=int, help="random seed of split, CV and models")
+    parser.add_argument("--test-size", type=float, help="share of rows held out for testing")
+    parser.add_argument("--cv-folds", type=int, help="folds of the cross-validation")
+    parser.add_argument(
+        "--candidates", help=f"comma-separated families, from: {', '.join(CANDIDATES)}"
+    )
+    parser.add_argument("--experiment", help="MLflow experiment name")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs one training session from the command line; returns the exit code."""
+    args = _parser().parse_args(argv)
+    overrides = {
+        "WINE_DATA_PATH": args.data,
+        "WINE_SEED": args.seed,
+        "WINE_TEST_SIZE": args.test_size,
+        "WINE_CV_FOLDS": args.cv_folds,
+        "WINE_CANDIDATES": args.candidates,
+        "WINE_EXPERIMENT_NAME": args.experiment,
+    }
+    try:
+        settings = TrainingSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        configure_logging()
+        for error in exc.errors():
+            log.error("invalid setting %s: %s", ".".join(map(str, error["loc"])), error["msg"])
+        return EXIT_INVALID_INPUT
+    configure_logging(settings.log_level)
+
+    from model_training.session import run_session  # heavy imports only once input is valid
+
+    try:
+        dataset = load_dataset(settings.data_path)
+    except DataValidationError as exc:
+        log.error("%s", exc)
+        log.error("dataset rejected: nothing was logged to MLflow")
+        return EXIT_INVALID_INPUT
+    try:
+        result = run_session(dataset, settings)
+    except TrackingServerUnavailableError as exc:
+        log.error("%s", exc)
+        return EXIT_MLFLOW_UNREACHABLE
+    log.info(
+        "done: %s v%s is %s (run %s)",
+        settings.model_name,
+        result.version,
+        "champion" if result.decision.promote else "challenger",
+        result.parent_run_id,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

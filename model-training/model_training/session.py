@@ -1,0 +1,258 @@
+"""One training session: train every candidate, log it, register the best, decide promotion."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import tempfile
+import warnings
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import skops.io
+from mlflow.data.pandas_dataset import from_pandas
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+from sklearn.model_selection import train_test_split
+
+from model_training import artifacts
+from model_training.candidates import build_candidates, model_params
+from model_training.data import Dataset
+from model_training.evaluation import Evaluation, Split, evaluate, score_on_test_set
+from model_training.promotion import Decision, decide
+from model_training.settings import TrainingSettings
+from wine_mlops.features import CLASS_NAMES, TARGET
+from wine_mlops.tracking import version_by_alias, wait_for_tracking_server
+
+log = logging.getLogger(__name__)
+
+# MLflow's hints about integer columns and ambiguous dataset sources do not apply here.
+warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+
+
+@dataclass(frozen=True)
+class SessionResult:
+    """What a session produced: the parent run, the registered version, the decision."""
+
+    parent_run_id: str
+    best: str
+    version: str
+    decision: Decision
+    metrics: dict[str, float]
+
+
+def split_dataset(dataset: Dataset, test_size: float, seed: int) -> Split:
+    """Splits a dataset into stratified train and test parts, reproducibly for a seed."""
+    x_train, x_test, y_train, y_test = train_test_split(
+        dataset.features,
+        dataset.target,
+        test_size=test_size,
+        random_state=seed,
+        stratify=dataset.target,
+    )
+    return Split(x_train, x_test, y_train, y_test)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _log_dataset(dataset: Dataset, settings: TrainingSettings, workdir: Path) -> None:
+    """Logs the parent run's dataset facts: input, profile table, correlation heatmap."""
+    frame = dataset.features.assign(**{TARGET: dataset.target})
+    mlflow.log_input(
+        from_pandas(frame, source=dataset.source, name="wine", targets=TARGET),
+        context="training",
+    )
+    mlflow.log_params(
+        {
+            "dataset_source": dataset.source,
+            "dataset_digest": dataset.digest,
+            "dataset_rows": len(frame),
+            "seed": settings.seed,
+            "test_size": settings.test_size,
+            "cv_folds": settings.cv_folds,
+            "candidates": ",".join(settings.candidates),
+        }
+    )
+    profile = artifacts.dataset_profile(dataset.features)
+    mlflow.log_table(profile.reset_index(), artifact_file="dataset/profile.json")
+    profile.to_csv(workdir / "profile.csv")
+    mlflow.log_artifact(str(workdir / "profile.csv"), artifact_path="dataset")
+    heatmap = artifacts.save_correlation_heatmap(dataset.features, workdir / "correlation.png")
+    mlflow.log_artifact(str(heatmap), artifact_path="dataset")
+
+
+def _log_candidate(result: Evaluation, split: Split, workdir: Path) -> str:
+    """Logs one fitted candidate in the active (child) run; returns its model URI."""
+    mlflow.log_params(model_params(result.model))
+    mlflow.log_metrics(result.metrics)
+    cm_path = artifacts.save_confusion_matrix(
+        result.confusion,
+        list(CLASS_NAMES),
+        f"{result.name} (test set)",
+        workdir / f"{result.name}-confusion_matrix.png",
+    )
+    mlflow.log_artifact(str(cm_path), artifact_path="evaluation")
+    mlflow.log_text(result.report, "evaluation/classification_report.txt")
+    if result.feature_importances is not None:
+        mlflow.log_text(
+            result.feature_importances.to_csv(header=["importance"]),
+            "evaluation/feature_importances.csv",
+        )
+        png = artifacts.save_feature_importances(
+            result.feature_importances,
+            f"{result.name} feature importances",
+            workdir / f"{result.name}-importances.png",
+        )
+        mlflow.log_artifact(str(png), artifact_path="evaluation")
+    # skops refuses types it does not know; we list those of the model we just trained.
+    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(result.model))
+    info = mlflow.sklearn.log_model(
+        result.model,
+        name="model",
+        signature=infer_signature(split.x_test, result.model.predict(split.x_test)),
+        input_example=split.x_test.head(3),
+        skops_trusted_types=trusted,
+    )
+    return info.model_uri
+
+
+def _champion_metrics(
+    client: MlflowClient, settings: TrainingSettings, split: Split
+) -> tuple[str | None, dict[str, float] | None]:
+    """Reloads the current champion and scores it on this session's test set."""
+    version = version_by_alias(client, settings.model_name, settings.champion_alias)
+    if version is None:
+        return None, None
+    model: Any = mlflow.sklearn.load_model(
+        f"models:/{settings.model_name}@{settings.champion_alias}"
+    )
+    return version.version, score_on_test_set(model, split.x_test, split.y_test)
+
+
+def run_session(dataset: Dataset, settings: TrainingSettings) -> SessionResult:
+    """Trains, logs, registers and (maybe) promotes, as one parent run with nested runs.
+
+    Args:
+        dataset: A validated dataset.
+        settings: The session settings.
+
+    Returns:
+        The registered version and the promotion decision.
+
+    Raises:
+        TrackingServerUnavailableError: When MLflow cannot be reached.
+    """
+    split = split_dataset(dataset, settings.test_size, settings.seed)
+    log.info(
+        "dataset %s: %d rows (digest %s), %d for training, %d for testing",
+        dataset.source,
+        len(dataset.target),
+        dataset.digest,
+        len(split.y_train),
+        len(split.y_test),
+    )
+    wait_for_tracking_server(settings)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_experiment(settings.experiment_name)
+    client = MlflowClient()
+    session_name = f"training-session-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    estimators = build_candidates(settings.candidates, settings.seed)
+
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name=session_name) as parent:
+        workdir = Path(tmp)
+        tags = {"session": "training", "dataset_digest": dataset.digest}
+        commit = settings.git_commit or _git_commit()
+        tags |= {
+            k: v
+            for k, v in {
+                "git_commit": commit,
+                "ci_build_id": settings.build_id,
+                "ci_build_url": settings.build_url,
+            }.items()
+            if v
+        }
+        mlflow.set_tags(tags)
+        _log_dataset(dataset, settings, workdir)
+
+        results: list[tuple[Evaluation, str]] = []
+        for position, (name, estimator) in enumerate(estimators.items(), start=1):
+            log.info("[%d/%d] training %s", position, len(estimators), name)
+            with mlflow.start_run(run_name=name, nested=True):
+                mlflow.set_tags({"model_family": name, "dataset_digest": dataset.digest})
+                result = evaluate(name, estimator, split, settings.cv_folds, settings.seed)
+                uri = _log_candidate(result, split, workdir)
+            results.append((result, uri))
+            m = result.metrics
+            log.info(
+                "[%d/%d] %s: accuracy=%.4f f1_macro=%.4f log_loss=%.4f cv=%.4f±%.4f",
+                position,
+                len(estimators),
+                name,
+                m["accuracy"],
+                m["f1_macro"],
+                m["log_loss"],
+                m["cv_accuracy_mean"],
+                m["cv_accuracy_std"],
+            )
+
+        best, best_uri = max(results, key=lambda pair: pair[0].rank_key)
+        log.info("best candidate of this session: %s", best.name)
+        champion_version, champion = _champion_metrics(client, settings, split)
+        decision = decide(best.metrics, champion, champion_version)
+
+        registered = mlflow.register_model(
+            best_uri,
+            settings.model_name,
+            tags={
+                "model_family": best.name,
+                "dataset_digest": dataset.digest,
+                **{k: f"{v:.6g}" for k, v in best.metrics.items()},
+            },
+        )
+        alias = settings.champion_alias if decision.promote else settings.challenger_alias
+        client.set_registered_model_alias(settings.model_name, alias, registered.version)
+        if decision.promote:
+            challenger = version_by_alias(client, settings.model_name, settings.challenger_alias)
+            if challenger is not None:  # an older loser is no longer the one to watch
+                client.delete_registered_model_alias(settings.model_name, settings.challenger_alias)
+        client.set_model_version_tag(
+            settings.model_name, registered.version, "promotion_reason", decision.reason
+        )
+        mlflow.set_tags(
+            {
+                "best_model": best.name,
+                "registered_version": registered.version,
+                "promotion": alias,
+                "promotion_reason": decision.reason,
+            }
+        )
+        mlflow.log_metrics({f"best_{k}": v for k, v in best.metrics.items()})
+        if champion is not None:
+            mlflow.log_metrics({f"champion_{k}": v for k, v in champion.items()})
+
+        log.info(
+            "registered %s version %s as %s: %s",
+            settings.model_name,
+            registered.version,
+            alias,
+            decision.reason,
+        )
+        return SessionResult(
+            parent_run_id=parent.info.run_id,
+            best=best.name,
+            version=registered.version,
+            decision=decision,
+            metrics=best.metrics,
+        )

@@ -1,0 +1,171 @@
+"""The training job against a real MLflow server, on SQLite and on PostgreSQL backends."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+from sklearn.metrics import accuracy_score
+
+from model_training.data import load_dataset
+from tests.support.processes import MlflowServer, free_port
+
+pytestmark = pytest.mark.integration
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def train(tracking_uri: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Runs the training job as a user would, and returns its exit code and output."""
+    return subprocess.run(
+        [sys.executable, "-m", "model_training", *args],
+        env={
+            **os.environ,
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def names() -> dict[str, str]:
+    """Names unique to this module's run, so the shared server needs no cleaning."""
+    suffix = uuid.uuid4().hex[:8]
+    return {"WINE_EXPERIMENT_NAME": f"it-{suffix}", "WINE_MODEL_NAME": f"it-model-{suffix}"}
+
+
+@pytest.fixture(scope="module")
+def first_session(
+    mlflow_server: MlflowServer, names: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """One full training session with every default candidate."""
+    result = train(mlflow_server.url, "--cv-folds", "3", **names)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture
+def client(mlflow_server: MlflowServer) -> MlflowClient:
+    mlflow.set_tracking_uri(mlflow_server.url)
+    return MlflowClient(mlflow_server.url)
+
+
+def test_session_logs_a_parent_run_with_one_child_per_candidate(
+    first_session, client: MlflowClient, names: dict[str, str], tmp_path: Path
+) -> None:
+    experiment = client.get_experiment_by_name(names["WINE_EXPERIMENT_NAME"])
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert {r.info.run_name for r in children} == {
+        "RandomForestClassifier",
+        "KNeighborsClassifier",
+        "SVC",
+        "GradientBoostingClassifier",
+        "LogisticRegression",
+    }
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    for child in children:
+        for metric in (
+            "accuracy",
+            "f1_macro",
+            "precision_weighted",
+            "recall_macro",
+            "log_loss",
+            "roc_auc_ovr",
+            "cv_accuracy_mean",
+            "cv_accuracy_std",
+            "fit_time_seconds",
+            "predict_time_per_row_seconds",
+        ):
+            assert metric in child.data.metrics, (child.info.run_name, metric)
+        assert child.data.params  # hyperparameters
+    forest = next(r for r in children if r.info.run_name == "RandomForestClassifier")
+    png = client.download_artifacts(
+        forest.info.run_id, "evaluation/RandomForestClassifier-confusion_matrix.png", str(tmp_path)
+    )
+    assert Path(png).read_bytes().startswith(PNG_MAGIC)
+    report = client.download_artifacts(
+        forest.info.run_id, "evaluation/classification_report.txt", str(tmp_path)
+    )
+    assert "precision" in Path(report).read_text()
+    assert "evaluation/feature_importances.csv" in {
+        a.path for a in client.list_artifacts(forest.info.run_id, "evaluation")
+    }
+    heatmap = client.download_artifacts(
+        parent.info.run_id, "dataset/correlation.png", str(tmp_path)
+    )
+    assert Path(heatmap).read_bytes().startswith(PNG_MAGIC)
+    profile = client.download_artifacts(parent.info.run_id, "dataset/profile.csv", str(tmp_path))
+    assert "proline" in Path(profile).read_text()
+    assert parent.data.params["dataset_digest"] == load_dataset().digest
+    assert parent.data.tags["promotion"] == "champion"
+
+
+def test_best_candidate_is_registered_as_champion_and_predicts_well(
+    first_session, client: MlflowClient, names: dict[str, str]
+) -> None:
+    model = names["WINE_MODEL_NAME"]
+    champion = client.get_model_version_by_alias(model, "champion")
+    assert champion.version == "1"
+    assert float(champion.tags["accuracy"]) >= 0.95
+    loaded = mlflow.sklearn.load_model(f"models:/{model}@champion")
+    data = load_dataset()
+    assert accuracy_score(data.target, loaded.predict(data.features)) >= 0.95
+    signature = mlflow.models.get_model_info(f"models:/{model}@champion").signature
+    assert signature.inputs.input_names() == list(data.features.columns)
+    assert "registered" in first_session.stderr
+    assert "as champion" in first_session.stderr
+
+
+def test_a_worse_candidate_never_moves_the_champion(
+    first_session, mlflow_server: MlflowServer, client: MlflowClient, names: dict[str, str]
+) -> None:
+    result = train(mlflow_server.url, "--candidates", "DummyClassifier", "--cv-folds", "3", **names)
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = names["WINE_MODEL_NAME"]
+    assert client.get_model_version_by_alias(model, "champion").version == "1"
+    challenger = client.get_model_version_by_alias(model, "challenger")
+    assert challenger.version == "2"
+    assert "worse than champion v1" in challenger.tags["promotion_reason"]
+    assert "champion v1 stays" in result.stderr
+
+
+def test_a_rejected_dataset_logs_nothing(
+    mlflow_server: MlflowServer, client: MlflowClient, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("alcohol,target\n13.2,0\nabc,5\n")
+    experiment = f"rejected-{uuid.uuid4().hex[:8]}"
+    result = train(mlflow_server.url, "--data", str(bad), WINE_EXPERIMENT_NAME=experiment)
+    assert result.returncode == 2
+    assert "missing columns: malic_acid" in result.stderr
+    assert "unknown label(s) '5'" in result.stderr
+    assert "non-numeric" in result.stderr
+    assert client.get_experiment_by_name(experiment) is None
+
+
+def test_unreachable_server_gives_a_clear_error_after_bounded_retries() -> None:
+    result = train(
+        f"http://127.0.0.1:{free_port()}",
+        "--cv-folds",
+        "2",
+        WINE_MLFLOW_CONNECT_ATTEMPTS="3",
+        WINE_MLFLOW_CONNECT_MAX_BACKOFF="0.2",
+    )
+    assert result.returncode == 3
+    assert "unreachable after 3 attempts" in result.stderr
+    assert result.stderr.count("retrying") == 2

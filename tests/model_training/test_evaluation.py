@@ -1,0 +1,70 @@
+"""Model behaviour: candidates are scored honestly and the baseline ranks last."""
+
+import pytest
+
+from model_training.candidates import DEFAULT_CANDIDATES, build_candidates, model_params
+from model_training.data import load_dataset
+from model_training.evaluation import evaluate
+from model_training.session import split_dataset
+
+METRICS = {
+    "accuracy",
+    "precision_weighted",
+    "recall_weighted",
+    "f1_weighted",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "log_loss",
+    "roc_auc_ovr",
+    "cv_accuracy_mean",
+    "cv_accuracy_std",
+    "fit_time_seconds",
+    "predict_time_per_row_seconds",
+}
+
+
+@pytest.fixture(scope="module")
+def split():
+    return split_dataset(load_dataset(), test_size=0.25, seed=42)
+
+
+def test_split_is_stratified_and_reproducible(split) -> None:
+    again = split_dataset(load_dataset(), test_size=0.25, seed=42)
+    assert again.x_test.index.equals(split.x_test.index)
+    assert len(split.y_test) == 45
+    shares = split.y_test.value_counts(normalize=True)
+    overall = load_dataset().target.value_counts(normalize=True)
+    assert (shares - overall).abs().max() < 0.03
+
+
+@pytest.mark.parametrize("name", DEFAULT_CANDIDATES)
+def test_every_default_candidate_learns_the_wine_classes(name: str, split) -> None:
+    result = evaluate(name, build_candidates((name,), 42)[name], split, cv_folds=3, seed=42)
+    assert set(result.metrics) == METRICS
+    assert result.metrics["accuracy"] >= 0.9, result.metrics
+    assert 0.0 < result.metrics["log_loss"] < 1.0
+    assert result.confusion.sum() == len(split.y_test)
+    assert "precision" in result.report
+    assert model_params(result.model)
+
+
+def test_baseline_ranks_below_a_real_model(split) -> None:
+    models = build_candidates(("DummyClassifier", "LogisticRegression"), 42)
+    dummy = evaluate("DummyClassifier", models["DummyClassifier"], split, 3, 42)
+    logistic = evaluate("LogisticRegression", models["LogisticRegression"], split, 3, 42)
+    assert dummy.rank_key < logistic.rank_key
+    assert dummy.metrics["accuracy"] < 0.5
+
+
+def test_tree_models_report_feature_importances(split) -> None:
+    name = "RandomForestClassifier"
+    result = evaluate(name, build_candidates((name,), 42)[name], split, 3, 42)
+    assert result.feature_importances is not None
+    assert set(result.feature_importances.index) == set(split.x_train.columns)
+    assert result.feature_importances.sum() == pytest.approx(1.0)
+
+
+def test_unknown_candidate_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown candidate"):
+        build_candidates(("XGBoost",), 0)

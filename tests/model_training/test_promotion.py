@@ -1,0 +1,34 @@
+"""The promotion rule: promote when at least as good, never demote a better champion."""
+
+from model_training.promotion import decide
+
+
+def metrics(accuracy: float, f1_macro: float = 0.9, log_loss: float = 0.2) -> dict[str, float]:
+    return {"accuracy": accuracy, "f1_macro": f1_macro, "log_loss": log_loss}
+
+
+def test_first_model_becomes_champion() -> None:
+    decision = decide(metrics(0.5), None)
+    assert decision.promote
+    assert "no champion yet" in decision.reason
+
+
+def test_better_candidate_is_promoted() -> None:
+    assert decide(metrics(0.98), metrics(0.95), "3").promote
+
+
+def test_worse_candidate_never_demotes_the_champion() -> None:
+    decision = decide(metrics(0.90), metrics(0.97), "3")
+    assert not decision.promote
+    assert "champion v3 stays" in decision.reason
+
+
+def test_equal_candidate_is_promoted() -> None:
+    assert decide(metrics(0.97), metrics(0.97), "1").promote
+
+
+def test_ties_are_broken_by_macro_f1_then_log_loss() -> None:
+    assert not decide(metrics(0.97, f1_macro=0.95), metrics(0.97, f1_macro=0.96)).promote
+    assert decide(metrics(0.97, f1_macro=0.96), metrics(0.97, f1_macro=0.95)).promote
+    assert not decide(metrics(0.97, log_loss=0.3), metrics(0.97, log_loss=0.1)).promote
+    assert decide(metrics(0.97, log_loss=0.1), metrics(0.97, log_loss=0.3)).promote

@@ -1,0 +1,230 @@
+"""Real local processes for integration tests: an MLflow server and a PostgreSQL server."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_http(url: str, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
+    """Polls ``url`` until it answers 200; fails early if ``process`` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def stop(process: subprocess.Popen, timeout: float = 15.0) -> None:
+    """Stops a process group politely, then by force."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, 15)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, 9)
+        process.wait(timeout)
+
+
+@dataclass
+class PostgresServer:
+    """A throw-away PostgreSQL cluster listening on 127.0.0.1."""
+
+    port: int
+    user: str
+    password: str
+    database: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The variables the MLflow server launcher reads."""
+        return {
+            "POSTGRES_HOST": "127.0.0.1",
+            "POSTGRES_PORT": str(self.port),
+            "POSTGRES_USER": self.user,
+            "POSTGRES_PASSWORD": self.password,
+            "POSTGRES_DB": self.database,
+        }
+
+
+def postgres_bindir() -> Path | None:
+    """Where Debian's PostgreSQL binaries are, or None when PostgreSQL is not installed."""
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
+    if candidates:
+        return candidates[0].parent
+    found = shutil.which("initdb")
+    return Path(found).parent if found else None
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[PostgresServer]:
+    """Runs a fresh PostgreSQL cluster in a temporary folder, removed afterwards.
+
+    When run as root the cluster runs as the ``postgres`` account (initdb refuses root); the
+    folder is then made under /tmp so that account can reach it.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="wine-pg-"))
+    bindir = postgres_bindir()
+    if bindir is None:
+        raise RuntimeError("PostgreSQL is not installed (Debian package postgresql-15)")
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        account = pwd.getpwnam("postgres")
+        run_as = ["runuser", "-u", "postgres", "--"]
+        os.chown(workdir, account.pw_uid, account.pw_gid)
+    data = workdir / "data"
+    server = PostgresServer(free_port(), "mlflow", secrets.token_urlsafe(12) + "%@:/", "mlflow")
+    pwfile = workdir / "pwfile"
+    pwfile.write_text(server.password + "\n")
+    if run_as:
+        os.chown(pwfile, account.pw_uid, account.pw_gid)
+    subprocess.run(
+        [
+            *run_as,
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            server.user,
+            "--pwfile",
+            str(pwfile),
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    pwfile.unlink()
+    process = subprocess.Popen(
+        [
+            *run_as,
+            str(bindir / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(server.port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={workdir}",
+            "-c",
+            "fsync=off",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(workdir / "postgres.log", "wb"),  # noqa: SIM115
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while (
+            subprocess.run(
+                [str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(server.port)],
+                capture_output=True,
+            ).returncode
+            != 0
+        ):
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError((workdir / "postgres.log").read_text())
+            time.sleep(0.2)
+        subprocess.run(
+            [
+                *run_as,
+                str(bindir / "createdb"),
+                "-h",
+                str(workdir),
+                "-p",
+                str(server.port),
+                "-U",
+                server.user,
+                server.database,
+            ],
+            check=True,
+            capture_output=True,
+        )
+        yield server
+    finally:
+        stop(process)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass
+class MlflowServer:
+    """A running ``mlflow server`` started through the stack's launcher."""
+
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        """What the server printed so far."""
+        return self.log_path.read_text(errors="replace")
+
+
+def start_mlflow_server(
+    workdir: Path, store_env: dict[str, str], port: int | None = None
+) -> MlflowServer:
+    """Starts the tracking server on 127.0.0.1 with artifacts under ``workdir``.
+
+    Args:
+        workdir: Folder for artifacts, metrics files and the log.
+        store_env: Variables choosing the backend store (``MLFLOW_BACKEND_STORE_URI`` or
+            the ``POSTGRES_*`` set).
+        port: The port, or a free one.
+    """
+    port = port or free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "POSTGRES_"))},
+        **store_env,
+        "MLFLOW_HOST": "127.0.0.1",
+        "MLFLOW_PORT": str(port),
+        "MLFLOW_ARTIFACTS_DESTINATION": str(workdir / "artifacts"),
+        "MLFLOW_PROMETHEUS_DIR": str(workdir / "prometheus"),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    log_path = workdir / "mlflow-server.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow_server"],
+        env=env,
+        cwd=workdir,
+        stdout=open(log_path, "wb"),  # noqa: SIM115 (the child keeps it)
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    server = MlflowServer(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        wait_for_http(f"{server.url}/health", timeout=90, process=process)
+    except Exception:
+        stop(process)
+        raise RuntimeError(f"MLflow server did not start:\n{server.log()}") from None
+    return server
