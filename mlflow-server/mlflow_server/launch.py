@@ -41,7 +41,8 @@ class ServerSettings(BaseSettings):
     artifacts_destination: str = Field(
         default="/mlflow/artifacts", alias="MLFLOW_ARTIFACTS_DESTINATION"
     )
-    host: str = Field(default="0.0.0.0", alias="MLFLOW_HOST")
+    # Inside the container; compose publishes the port on 127.0.0.1 only.
+    host: str = Field(default="0.0.0.0", alias="MLFLOW_HOST")  # noqa: S104
     port: int = Field(default=5000, alias="MLFLOW_PORT")
     allowed_hosts: str = Field(
         default="mlflow-server,mlflow-server:5000,localhost,localhost:*,127.0.0.1,127.0.0.1:*",
@@ -49,7 +50,8 @@ class ServerSettings(BaseSettings):
     )
     workers: int = Field(default=1, ge=1, alias="MLFLOW_WORKERS")
     prometheus_dir: Path | None = Field(
-        default=Path("/tmp/mlflow-prometheus"), alias="MLFLOW_PROMETHEUS_DIR"
+        default=Path("/tmp/mlflow-prometheus"),  # noqa: S108 (private to the container)
+        alias="MLFLOW_PROMETHEUS_DIR",
     )
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
 
@@ -112,4 +114,4 @@ def main() -> None:
     command = settings.command()
     log.info("starting: %s", " ".join(command))
     sys.stdout.flush()
-    os.execvpe(command[0], command, env)
+    os.execvpe(command[0], command, env)  # noqa: S606 (fixed argv, no shell)

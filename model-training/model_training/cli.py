@@ -81,10 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return EXIT_MLFLOW_UNREACHABLE
     log.info(
-        "done: %s v%s is %s (run %s)",
+        "done: %s v%s is %s; compare the runs at %s/#/experiments/%s/runs/%s",
         settings.model_name,
         result.version,
         "champion" if result.decision.promote else "challenger",
+        (settings.public_url or settings.tracking_uri).rstrip("/"),
+        result.experiment_id,
         result.parent_run_id,
     )
     return 0

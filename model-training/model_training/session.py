@@ -39,6 +39,7 @@ class SessionResult:
     """What a session produced: the parent run, the registered version, the decision."""
 
     parent_run_id: str
+    experiment_id: str
     best: str
     version: str
     decision: Decision
@@ -60,7 +61,11 @@ def split_dataset(dataset: Dataset, test_size: float, seed: int) -> Split:
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+            ["git", "rev-parse", "HEAD"],  # noqa: S607 (optional; absent in images)
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -251,6 +256,7 @@ def run_session(dataset: Dataset, settings: TrainingSettings) -> SessionResult:
         )
         return SessionResult(
             parent_run_id=parent.info.run_id,
+            experiment_id=parent.info.experiment_id,
             best=best.name,
             version=registered.version,
             decision=decision,

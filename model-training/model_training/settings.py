@@ -31,8 +31,11 @@ class TrainingSettings(MlflowSettings):
     build_id: str | None = Field(default=None, validation_alias="BUILD_ID")
     build_url: str | None = Field(default=None, validation_alias="BUILD_URL")
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
+    public_url: str | None = Field(default=None, validation_alias="WINE_MLFLOW_PUBLIC_URL")
 
-    @field_validator("data_path", "git_commit", "build_id", "build_url", mode="before")
+    @field_validator(
+        "data_path", "git_commit", "build_id", "build_url", "public_url", mode="before"
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -40,8 +43,8 @@ class TrainingSettings(MlflowSettings):
     @field_validator("candidates", mode="before")
     @classmethod
     def _split_names(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = tuple(n.strip() for n in value.split(",") if n.strip())
+        if isinstance(value, str):  # "A,B"; blank means the default set
+            value = tuple(n.strip() for n in value.split(",") if n.strip()) or DEFAULT_CANDIDATES
         return value
 
     @field_validator("candidates")

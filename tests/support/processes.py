@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
+from wine_mlops.healthcheck import wait_until_healthy
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,19 +26,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_for_http(url: str, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
-    """Polls ``url`` until it answers 200; fails early if ``process`` exits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
 def stop(process: subprocess.Popen, timeout: float = 15.0) -> None:
@@ -199,7 +186,7 @@ def start_mlflow_server(
     Args:
         workdir: Folder for artifacts, metrics files and the log.
         store_env: Variables choosing the backend store (``MLFLOW_BACKEND_STORE_URI`` or
-            the ``POSTGRES_*`` set).
+            the ``POSTGRES_*`` set), plus any other server setting (e.g. ``MLFLOW_WORKERS``).
         port: The port, or a free one.
     """
     port = port or free_port()
@@ -223,7 +210,7 @@ def start_mlflow_server(
     )
     server = MlflowServer(f"http://127.0.0.1:{port}", process, log_path)
     try:
-        wait_for_http(f"{server.url}/health", timeout=90, process=process)
+        wait_until_healthy(f"{server.url}/health", timeout=90, process=process)
     except Exception:
         stop(process)
         raise RuntimeError(f"MLflow server did not start:\n{server.log()}") from None

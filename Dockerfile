@@ -1,0 +1,48 @@
+# One image per Python service of docker-compose.yaml, each a target of this file:
+#   docker build --target mlflow-server .
+# Works with the classic builder (no BuildKit-only syntax). The base image is a variable so
+# that an air-gapped machine can use the local stand-in built by airgap/build.sh.
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS python-base
+LABEL org.opencontainers.image.title="wine-mlops" \
+      org.opencontainers.image.description="Wine MLOps reference stack" \
+      org.opencontainers.image.licenses="MIT"
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    MLFLOW_DISABLE_TELEMETRY=true
+RUN python3 -m venv /opt/venv \
+ && groupadd --system --gid 10001 app \
+ && useradd --system --uid 10001 --gid app --create-home --home-dir /home/app app
+WORKDIR /app
+# Dependencies before code, so that a code change rebuilds only the last layers.
+COPY pyproject.toml requirements.lock tools/extra_requirements.py /build/
+
+FROM python-base AS mlflow-server
+RUN python3 /build/extra_requirements.py mlflow-server /build/pyproject.toml \
+  | pip install -c /build/requirements.lock -r /dev/stdin
+RUN mkdir -p /mlflow/artifacts && chown app:app /mlflow/artifacts
+COPY common/ /app/common/
+COPY mlflow-server/ /app/mlflow-server/
+ENV PYTHONPATH=/app/common:/app/mlflow-server \
+    MLFLOW_ARTIFACTS_DESTINATION=/mlflow/artifacts \
+    MLFLOW_PROMETHEUS_DIR=/tmp/mlflow-prometheus
+USER app
+EXPOSE 5000
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=5 \
+  CMD ["python3", "-m", "wine_mlops.healthcheck", "http://127.0.0.1:5000/health"]
+ENTRYPOINT ["python3", "-m", "mlflow_server"]
+
+FROM python-base AS model-training
+RUN python3 /build/extra_requirements.py model-training /build/pyproject.toml \
+  | pip install -c /build/requirements.lock -r /dev/stdin
+COPY common/ /app/common/
+COPY model-training/ /app/model-training/
+ENV PYTHONPATH=/app/common:/app/model-training \
+    MPLCONFIGDIR=/tmp/matplotlib
+USER app
+ENTRYPOINT ["python3", "-m", "model_training"]

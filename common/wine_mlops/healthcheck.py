@@ -1,0 +1,61 @@
+"""Health probes without curl.
+
+``python -m wine_mlops.healthcheck URL`` is the containers' healthcheck: it exits 0 when the
+URL answers 2xx, 1 otherwise. :func:`wait_until_healthy` is used by the dev runner and tests.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.request
+
+
+def is_healthy(url: str, timeout: float = 4.0) -> bool:
+    """True when ``url`` answers a 2xx status within ``timeout`` seconds."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+            return 200 <= response.status < 300
+    except OSError:
+        return False
+
+
+def wait_until_healthy(
+    url: str, timeout: float = 60.0, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Polls ``url`` until it answers 2xx.
+
+    Args:
+        url: The health endpoint.
+        timeout: Longest wait in seconds.
+        process: The process serving it; the wait fails early if it exits.
+
+    Raises:
+        RuntimeError: When the process exits first.
+        TimeoutError: When the URL does not answer in time.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
+        if is_healthy(url, timeout=2):
+            return
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Checks one URL; returns the exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        sys.stderr.write("usage: python -m wine_mlops.healthcheck URL\n")
+        return 2
+    if is_healthy(args[0]):
+        return 0
+    sys.stderr.write(f"{args[0]}: not healthy\n")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

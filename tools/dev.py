@@ -1,0 +1,90 @@
+"""``make dev``: the stack's Python services as local processes, without Docker.
+
+Starts the MLflow tracking server on an embedded SQLite file with a local artifact folder
+(both under ``.dev/``), waits until it is healthy, runs one training session, prints the
+URLs, and keeps the services running until Ctrl-C (or exits after training with ``--once``).
+
+Usage: python tools/dev.py [--port 5000] [--state-dir .dev] [--once]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from wine_mlops.healthcheck import wait_until_healthy
+from wine_mlops.logs import configure_logging
+
+log = logging.getLogger("dev")
+
+
+def _start(name: str, args: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
+    log.info("starting %s (log: %s)", name, logs / f"{name}.log")
+    return subprocess.Popen(
+        [sys.executable, *args],
+        env=env,
+        stdout=open(logs / f"{name}.log", "ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=int(os.environ.get("MLFLOW_PORT", "5000")))
+    parser.add_argument("--state-dir", type=Path, default=Path(".dev"))
+    parser.add_argument("--once", action="store_true", help="stop after the training session")
+    args = parser.parse_args()
+    configure_logging()
+
+    state = args.state_dir.resolve()
+    (state / "logs").mkdir(parents=True, exist_ok=True)
+    tracking_uri = f"http://127.0.0.1:{args.port}"
+    env = {
+        **os.environ,
+        "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{state / 'mlflow.db'}",
+        "MLFLOW_ARTIFACTS_DESTINATION": str(state / "artifacts"),
+        "MLFLOW_PROMETHEUS_DIR": str(state / "mlflow-prometheus"),
+        "MLFLOW_HOST": "127.0.0.1",
+        "MLFLOW_PORT": str(args.port),
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    processes = {
+        "mlflow-server": _start("mlflow-server", ["-m", "mlflow_server"], env, state / "logs")
+    }
+    try:
+        wait_until_healthy(
+            f"{tracking_uri}/health", timeout=120, process=processes["mlflow-server"]
+        )
+        log.info("mlflow-server is healthy; training")
+        training = subprocess.run([sys.executable, "-m", "model_training"], env=env, check=False)
+        if training.returncode != 0:
+            log.error("training failed with exit code %d", training.returncode)
+            return training.returncode
+        log.info("ready:\n  MLflow UI    %s\n  state        %s", tracking_uri, state)
+        if args.once:
+            return 0
+        log.info("press Ctrl-C to stop")
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        signal.pause()
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for name, process in processes.items():
+            log.info("stopping %s", name)
+            os.killpg(process.pid, signal.SIGTERM)  # the server and its workers
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
