@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
             log.error("invalid setting %s: %s", ".".join(map(str, error["loc"])), error["msg"])
         return EXIT_INVALID_INPUT
     configure_logging(settings.log_level)
+    # MLflow's hints about integer columns and ambiguous dataset sources do not apply here.
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+    warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
 
     from model_training.session import run_session  # heavy imports only once input is valid
 

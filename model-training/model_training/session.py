@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import subprocess
 import tempfile
-import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,10 +27,6 @@ from wine_mlops.features import CLASS_NAMES, TARGET
 from wine_mlops.tracking import version_by_alias, wait_for_tracking_server
 
 log = logging.getLogger(__name__)
-
-# MLflow's hints about integer columns and ambiguous dataset sources do not apply here.
-warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
 
 
 @dataclass(frozen=True)
