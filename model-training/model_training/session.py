@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import logging
 import subprocess
 import tempfile
@@ -93,6 +95,17 @@ def _log_dataset(dataset: Dataset, settings: TrainingSettings, workdir: Path) ->
     mlflow.log_artifact(str(heatmap), artifact_path="dataset")
 
 
+@functools.cache
+def model_requirements() -> tuple[str, ...]:
+    """Pinned packages a logged model needs to load, from this environment.
+
+    Given to ``log_model`` so MLflow does not infer them, which costs about 5 s a model
+    (it reloads the model in a subprocess to watch its imports).
+    """
+    packages = ("scikit-learn", "skops", "numpy", "scipy", "pandas")
+    return tuple(f"{name}=={importlib.metadata.version(name)}" for name in packages)
+
+
 def _log_candidate(result: Evaluation, split: Split, workdir: Path) -> str:
     """Logs one fitted candidate in the active (child) run; returns its model URI."""
     mlflow.log_params(model_params(result.model))
@@ -124,6 +137,7 @@ def _log_candidate(result: Evaluation, split: Split, workdir: Path) -> str:
         signature=infer_signature(split.x_test, result.model.predict(split.x_test)),
         input_example=split.x_test.head(3),
         skops_trusted_types=trusted,
+        pip_requirements=list(model_requirements()),
     )
     return info.model_uri
 
