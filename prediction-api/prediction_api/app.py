@@ -1,0 +1,328 @@
+"""The FastAPI application, built by :func:`create_app` (nothing happens at import time).
+
+No ``from __future__ import annotations`` here: FastAPI must see the endpoints' real
+annotations, including the batch type built from the settings inside :func:`create_app`.
+"""
+
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import numpy as np
+from fastapi import Body, FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from prediction_api import errors
+from prediction_api.metrics import ApiMetrics
+from prediction_api.middleware import (
+    RequestGuardMiddleware,
+    RequestMetricsMiddleware,
+    route_finder,
+)
+from prediction_api.reference import ReferenceStats, load_reference_stats
+from prediction_api.schemas import (
+    FEATURE_SPECS,
+    LEGACY_QUERY_NAMES,
+    ErrorMessage,
+    Prediction,
+    ServedModelInfo,
+    WineFeatures,
+)
+
+if TYPE_CHECKING:
+    from prediction_api.schemas import WineBase as WineBody
+else:  # FastAPI needs the generated model itself to validate and document the body
+    WineBody = WineFeatures
+from prediction_api.serving import ModelSource, ModelStore, ServedModel
+from prediction_api.settings import ApiSettings
+from wine_mlops.features import FEATURE_NAMES
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+_LEGACY_POSITION = {name: key for key, name in LEGACY_QUERY_NAMES.items()}
+_Responses = dict[int | str, dict[str, Any]]
+_NOT_READY: _Responses = {503: {"model": ErrorMessage, "description": "No model loaded yet"}}
+_INVALID: _Responses = {422: {"model": ErrorMessage, "description": "Invalid input, named"}}
+
+
+class Predictor:
+    """Turns validated rows into answers with the model served right now (the hot path).
+
+    Args:
+        store: Holds the served model.
+        metrics: Counts predictions and out-of-range inputs.
+        reference: The training data's ranges.
+        settings: For the alias and model name in messages.
+    """
+
+    def __init__(
+        self,
+        store: ModelStore,
+        metrics: ApiMetrics,
+        reference: ReferenceStats,
+        settings: ApiSettings,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.reference = reference
+        self.settings = settings
+
+    def served(self) -> ServedModel:
+        """The model serving now.
+
+        Raises:
+            HTTPException: 503 with the reason while no model is loaded.
+        """
+        served = self.store.current
+        if served is None:
+            reason = self.store.last_error or "the first load is in progress"
+            raise HTTPException(
+                503,
+                f"no model loaded yet (models:/{self.settings.model_name}@"
+                f"{self.settings.served_alias}): {reason}; retry shortly",
+                headers={"Retry-After": "5"},
+            )
+        return served
+
+    def predict(self, rows: list[list[float]]) -> tuple[ServedModel, np.ndarray, np.ndarray]:
+        """Class index (into ``class_ids``) and probabilities of each row."""
+        served = self.served()
+        matrix = np.asarray(rows, dtype=np.float64)
+        probabilities = served.predict_proba(matrix)
+        best = probabilities.argmax(axis=1)
+        self.metrics.observe_inputs(*self.reference.outside_counts(matrix))
+        counts = Counter(best.tolist())
+        for index, count in counts.items():
+            self.metrics.predictions.labels(served.class_labels[index], served.ref.version).inc(
+                count
+            )
+        return served, best, probabilities
+
+    def answers(self, rows: list[list[float]]) -> list[dict[str, Any]]:
+        """The JSON answers, one per row."""
+        served, best, probabilities = self.predict(rows)
+        labels, ids = served.class_labels, served.class_ids
+        name, version = served.ref.name, served.ref.version
+        return [
+            {
+                "class_id": ids[index],
+                "class_name": labels[index],
+                "probabilities": dict(zip(labels, row, strict=True)),
+                "model_name": name,
+                "model_version": version,
+            }
+            for index, row in zip(best.tolist(), probabilities.tolist(), strict=True)
+        ]
+
+
+def _legacy_parameters() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": key,
+            "in": "query",
+            "required": True,
+            "schema": {"type": "number"},
+            "description": f"{spec.label} ({spec.unit}): feature {position} of "
+            f"{len(FEATURE_NAMES)}",
+        }
+        for position, (key, spec) in enumerate(
+            zip(LEGACY_QUERY_NAMES, FEATURE_SPECS, strict=True), start=1
+        )
+    ]
+
+
+def create_app(
+    settings: ApiSettings | None = None,
+    source: ModelSource | None = None,
+    reference: ReferenceStats | None = None,
+    metrics: ApiMetrics | None = None,
+) -> FastAPI:
+    """Builds the prediction API.
+
+    The watcher thread (first load included) starts with the app's lifespan and stops with
+    it; building the app loads nothing from MLflow.
+
+    Args:
+        settings: The settings; read from the environment when None.
+        source: Where models come from; the MLflow registry of ``settings`` when None.
+        reference: Training-data statistics; scikit-learn's wine data when None.
+        metrics: The metrics; a new private registry when None.
+
+    Returns:
+        The application; ``app.state.store`` holds the :class:`ModelStore`.
+    """
+    settings = settings or ApiSettings()
+    if source is None:
+        from prediction_api.registry import MlflowRegistrySource
+
+        source = MlflowRegistrySource(settings)
+    reference = reference or load_reference_stats()
+    metrics = metrics or ApiMetrics()
+    store = ModelStore(source, settings.class_names, listener=metrics)
+    predictor = Predictor(store, metrics, reference, settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        store.start(
+            settings.watch_interval_seconds,
+            settings.connect_attempts,
+            settings.connect_max_backoff_seconds,
+        )
+        yield
+        store.stop()
+
+    app = FastAPI(
+        title="Wine classifier API",
+        version="1.0.0",
+        summary="Serves the MLflow registry's champion wine classifier.",
+        description=(
+            f"Predicts the cultivar of a wine from its 13 measurements with "
+            f"`models:/{settings.model_name}@{settings.served_alias}`; a new version behind "
+            f"the alias is picked up within {settings.watch_interval_seconds:g} s, without "
+            "restart. Bad input gets a 4xx naming each field and problem."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.store = store
+    app.state.metrics = metrics
+    app.state.settings = settings
+    errors.install_handlers(app, settings.batch_limit)
+    app.add_middleware(RequestGuardMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestMetricsMiddleware, metrics=metrics, route_of=route_finder(lambda: app.routes)
+    )
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Readiness: a model is loaded",
+        responses=_NOT_READY,
+    )
+    async def readyz() -> dict[str, str]:
+        served = predictor.served()
+        return {
+            "status": "ready",
+            "model_name": served.ref.name,
+            "model_version": served.ref.version,
+        }
+
+    @app.post(
+        "/predict",
+        tags=["predictions"],
+        summary="Classify one wine",
+        response_model=Prediction,
+        responses={**_NOT_READY, **_INVALID},
+    )
+    def predict(wine: WineBody) -> JSONResponse:
+        return JSONResponse(predictor.answers([wine.as_row()])[0])
+
+    @app.post(
+        "/predict/batch",
+        tags=["predictions"],
+        summary=f"Classify 1 to {settings.batch_limit} wines",
+        response_model=list[Prediction],
+        responses={**_NOT_READY, **_INVALID},
+    )
+    def predict_batch(
+        wines: Annotated[
+            list[WineBody],
+            Body(min_length=1, max_length=settings.batch_limit),
+        ],
+    ) -> JSONResponse:
+        return JSONResponse(predictor.answers([wine.as_row() for wine in wines]))
+
+    @app.get(
+        "/predict/",
+        tags=["predictions"],
+        summary="Classify one wine from the original form's query (plain-text class id)",
+        response_class=PlainTextResponse,
+        responses={**_NOT_READY, **_INVALID},
+        openapi_extra={"parameters": _legacy_parameters()},
+    )
+    def predict_legacy(request: Request) -> Response:
+        params = request.query_params
+        data = {LEGACY_QUERY_NAMES[k]: v for k, v in params.items() if k in LEGACY_QUERY_NAMES}
+        problems: list[dict[str, Any]] = [
+            {"type": "extra_forbidden", "loc": ("query", key), "input": params[key]}
+            for key in params
+            if key not in LEGACY_QUERY_NAMES
+        ]
+        try:
+            wine = WineFeatures.model_validate(data, strict=False)
+        except ValidationError as exc:
+            for error in exc.errors():
+                name = str(error["loc"][0]) if error["loc"] else ""
+                problems.append({**error, "loc": ("query", _LEGACY_POSITION.get(name, name))})
+        if problems:
+            return errors.validation_response(problems)
+        served, best, _ = predictor.predict([wine.as_row()])
+        return PlainTextResponse(str(served.class_ids[int(best[0])]))
+
+    @app.get(
+        "/model",
+        tags=["model"],
+        summary="What is served: version, run, test metrics, load time",
+        response_model=ServedModelInfo,
+        responses=_NOT_READY,
+    )
+    async def model() -> ServedModelInfo:
+        served = predictor.served()
+        return ServedModelInfo(
+            model_name=served.ref.name,
+            model_version=served.ref.version,
+            alias=served.ref.alias,
+            run_id=served.ref.run_id,
+            model_family=served.ref.tags.get("model_family"),
+            metrics=served.metrics,
+            loaded_at=served.loaded_at.isoformat(timespec="seconds"),
+            source=served.ref.source,
+        )
+
+    @app.get("/features", tags=["model"], summary="The feature schema, training ranges, samples")
+    async def features() -> dict[str, Any]:
+        return {
+            "features": [
+                {
+                    "name": spec.name,
+                    "query_name": _LEGACY_POSITION[spec.name],
+                    "label": spec.label,
+                    "unit": spec.unit,
+                    "training_min": float(reference.minimum[i]),
+                    "training_max": float(reference.maximum[i]),
+                    "training_mean": round(float(reference.mean[i]), 3),
+                    "upper_limit": spec.upper_limit,
+                }
+                for i, spec in enumerate(FEATURE_SPECS)
+            ],
+            "samples": [
+                {
+                    "class_id": class_id,
+                    "class_name": settings.class_name(class_id),
+                    "values": values,
+                }
+                for class_id, values in sorted(reference.typical.items())
+            ],
+            "batch_limit": settings.batch_limit,
+        }
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    async def form() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app

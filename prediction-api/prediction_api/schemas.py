@@ -1,0 +1,144 @@
+"""Request and response models, generated from :data:`wine_mlops.features.FEATURE_NAMES`.
+
+The feature list has one source of truth; this module adds what an API needs on top of it:
+a label and unit for each feature and the largest physically plausible value, beyond which
+an input is rejected as a typo or a unit mix-up (e.g. proline sent in g/L instead of mg/L
+passes, but a magnesium of 5,000 mg/L does not).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from wine_mlops.features import FEATURE_NAMES
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """How one feature is shown and bounded.
+
+    Attributes:
+        name: The snake_case feature name.
+        label: A human label for forms and docs.
+        unit: The unit of the UCI wine data set, "" when unitless.
+        upper_limit: The largest value accepted; above it the value is physically implausible.
+    """
+
+    name: str
+    label: str
+    unit: str
+    upper_limit: float
+
+
+_SPECS: Final[dict[str, tuple[str, str, float]]] = {
+    "alcohol": ("Alcohol", "% vol", 30.0),
+    "malic_acid": ("Malic acid", "g/L", 30.0),
+    "ash": ("Ash", "g/L", 20.0),
+    "alcalinity_of_ash": ("Alcalinity of ash", "mEq/L", 100.0),
+    "magnesium": ("Magnesium", "mg/L", 1000.0),
+    "total_phenols": ("Total phenols", "g/L", 20.0),
+    "flavanoids": ("Flavanoids", "g/L", 20.0),
+    "nonflavanoid_phenols": ("Nonflavanoid phenols", "g/L", 10.0),
+    "proanthocyanins": ("Proanthocyanins", "g/L", 20.0),
+    "color_intensity": ("Color intensity", "AU", 50.0),
+    "hue": ("Hue", "ratio", 10.0),
+    "od280_od315_of_diluted_wines": ("OD280/OD315 of diluted wines", "ratio", 20.0),
+    "proline": ("Proline", "mg/L", 10_000.0),
+}
+if tuple(_SPECS) != FEATURE_NAMES:  # a schema change must update the labels and limits too
+    raise RuntimeError("prediction_api.schemas is out of date with FEATURE_NAMES")
+
+#: Label, unit and limit of every feature, in model order.
+FEATURE_SPECS: Final[tuple[FeatureSpec, ...]] = tuple(
+    FeatureSpec(name, label, unit, limit) for name, (label, unit, limit) in _SPECS.items()
+)
+
+
+def _feature_field(spec: FeatureSpec) -> Any:
+    return (
+        float,
+        Field(
+            ge=0,
+            le=spec.upper_limit,
+            allow_inf_nan=False,
+            title=spec.label,
+            description=f"{spec.label} ({spec.unit}), 0 to {spec.upper_limit:g}",
+        ),
+    )
+
+
+class WineBase(BaseModel):
+    """Base of :data:`WineFeatures`: strict JSON numbers, no unknown fields, immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    def as_row(self) -> list[float]:
+        """The feature values in model order."""
+        return [getattr(self, name) for name in FEATURE_NAMES]
+
+
+#: One wine: the 13 features, all required, nothing else allowed. JSON numbers only.
+WineFeatures: type[WineBase] = create_model(
+    "WineFeatures",
+    __base__=WineBase,
+    __doc__="One wine's 13 measurements (snake_case names of scikit-learn's wine data).",
+    **{spec.name: _feature_field(spec) for spec in FEATURE_SPECS},
+)
+WineFeatures.model_config["json_schema_extra"] = {
+    "examples": [
+        {
+            "alcohol": 13.2,
+            "malic_acid": 1.78,
+            "ash": 2.14,
+            "alcalinity_of_ash": 11.2,
+            "magnesium": 100.0,
+            "total_phenols": 2.65,
+            "flavanoids": 2.76,
+            "nonflavanoid_phenols": 0.26,
+            "proanthocyanins": 1.28,
+            "color_intensity": 4.38,
+            "hue": 1.05,
+            "od280_od315_of_diluted_wines": 3.4,
+            "proline": 1050.0,
+        }
+    ]
+}
+WineFeatures.model_rebuild(force=True)
+
+#: Query parameter names of the original form: ``feature_N`` is the N-th of FEATURE_NAMES.
+LEGACY_QUERY_NAMES: Final[dict[str, str]] = {
+    f"feature_{position}": name for position, name in enumerate(FEATURE_NAMES, start=1)
+}
+
+
+class Prediction(BaseModel):
+    """The answer for one wine."""
+
+    class_id: int = Field(description="Predicted class id (0, 1 or 2)")
+    class_name: str = Field(description="Human label of the predicted cultivar")
+    probabilities: dict[str, float] = Field(description="Probability of each cultivar, by label")
+    model_name: str = Field(description="Registered model that answered")
+    model_version: str = Field(description="Its registry version")
+
+
+class ServedModelInfo(BaseModel):
+    """What ``GET /model`` reports."""
+
+    model_name: str
+    model_version: str
+    alias: str
+    run_id: str | None
+    model_family: str | None
+    metrics: dict[str, float]
+    loaded_at: str = Field(description="When this process loaded it (ISO 8601, UTC)")
+    source: str = Field(description="The model URI it was loaded from")
+
+
+class ErrorMessage(BaseModel):
+    """A 4xx/5xx answer: a one-line message and, for validation errors, one item per problem."""
+
+    message: str
+    detail: list[dict[str, Any]] | str | None = None

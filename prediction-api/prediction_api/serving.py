@@ -1,0 +1,298 @@
+"""The served model and its lifecycle: initial load, registry watcher, atomic hot swap.
+
+The request path only reads :attr:`ModelStore.current`, one attribute holding an immutable
+:class:`ServedModel`; the watcher thread loads a new version beside the old one, checks it,
+and replaces that attribute in one assignment. A request therefore always uses one complete
+model, never waits for a load, and never talks to MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import numpy as np
+
+from wine_mlops.features import FEATURE_NAMES
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoadError(RuntimeError):
+    """A model version cannot be served (download failed or it is not a wine classifier)."""
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    """A registry model version an alias points to.
+
+    Attributes:
+        name: Registered model name.
+        version: Version number, as MLflow gives it (a string).
+        alias: The alias it was found under.
+        run_id: The run that logged it, if any.
+        tags: The version's tags (the training job stores the test metrics there).
+        source: The model URI to load it from.
+    """
+
+    name: str
+    version: str
+    alias: str
+    run_id: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+
+
+class ModelSource(Protocol):
+    """Where models come from: the MLflow registry in production."""
+
+    def lookup(self) -> VersionRef | None:
+        """The version the served alias points to now, or None when the alias is unset."""
+
+    def load(self, ref: VersionRef) -> Any:
+        """Downloads and deserialises one version's scikit-learn estimator."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A loaded model and what the API reports about it. Immutable once built.
+
+    Attributes:
+        estimator: The fitted scikit-learn classifier (or pipeline).
+        ref: The registry version it came from.
+        class_ids: The estimator's classes, in the column order of ``predict_proba``.
+        class_labels: The human label of each of those classes.
+        loaded_at: When this process loaded it.
+    """
+
+    estimator: Any
+    ref: VersionRef
+    class_ids: tuple[int, ...]
+    class_labels: tuple[str, ...]
+    loaded_at: datetime
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The version's numeric tags: its test metrics as logged by the training job."""
+        found = {}
+        for key, value in self.ref.tags.items():
+            try:
+                found[key] = float(value)
+            except ValueError:
+                continue
+        return found
+
+    def predict_proba(self, rows: np.ndarray) -> np.ndarray:
+        """Class probabilities of each row (columns in :attr:`class_ids` order)."""
+        if hasattr(self.estimator, "predict_proba"):
+            return np.asarray(self.estimator.predict_proba(rows), dtype=np.float64)
+        predicted = np.asarray(self.estimator.predict(rows))
+        return (predicted[:, None] == np.asarray(self.class_ids)[None, :]).astype(np.float64)
+
+
+def build_served_model(
+    estimator: Any, ref: VersionRef, class_names: tuple[str, ...]
+) -> ServedModel:
+    """Checks that an estimator is a wine classifier the API can serve, and wraps it.
+
+    Args:
+        estimator: The deserialised estimator.
+        ref: Where it came from.
+        class_names: Labels of class ids 0, 1, 2, ….
+
+    Returns:
+        The model, ready to serve.
+
+    Raises:
+        ModelLoadError: When it lacks ``predict``, expects other features or fails on a row.
+    """
+    if not hasattr(estimator, "predict") or not hasattr(estimator, "classes_"):
+        raise ModelLoadError(f"{ref.source} is not a fitted classifier ({type(estimator)})")
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is not None and tuple(names) != FEATURE_NAMES:
+        raise ModelLoadError(
+            f"{ref.source} expects features {list(names)}, not the API's {list(FEATURE_NAMES)}"
+        )
+    if getattr(estimator, "n_features_in_", len(FEATURE_NAMES)) != len(FEATURE_NAMES):
+        raise ModelLoadError(f"{ref.source} expects {estimator.n_features_in_} features, not 13")
+    # Models are fitted on frames with named columns; the API passes NumPy arrays, whose column
+    # order was just checked against the model's own feature names: the warning is moot.
+    warnings.filterwarnings("ignore", message="X does not have valid feature names")
+    class_ids = tuple(int(c) for c in estimator.classes_)
+    labels = tuple(class_names[c] if 0 <= c < len(class_names) else f"class {c}" for c in class_ids)
+    served = ServedModel(estimator, ref, class_ids, labels, datetime.now(UTC))
+    try:  # a model that cannot answer one row is never swapped in
+        probabilities = served.predict_proba(np.ones((1, len(FEATURE_NAMES))))
+    except Exception as exc:
+        raise ModelLoadError(f"{ref.source} fails on a test row: {exc}") from exc
+    if probabilities.shape != (1, len(class_ids)):
+        raise ModelLoadError(f"{ref.source} returns probabilities of shape {probabilities.shape}")
+    return served
+
+
+class LoadListener(Protocol):
+    """Told about every load attempt and every registry look-up failure (the metrics)."""
+
+    def model_loaded(self, served: ServedModel, kind: str) -> None:
+        """A model was swapped in; ``kind`` is ``initial`` or ``reload``."""
+
+    def model_load_failed(self, ref: VersionRef, kind: str) -> None:
+        """Loading ``ref`` failed; the previous model (if any) keeps serving."""
+
+    def registry_check_failed(self) -> None:
+        """The alias could not be looked up (MLflow unreachable or erroring)."""
+
+
+class ModelStore:
+    """Holds the served model and keeps it in step with the registry alias.
+
+    Args:
+        source: Where versions are looked up and loaded from.
+        class_names: Labels of the class ids.
+        listener: Told about loads (for metrics); optional.
+    """
+
+    def __init__(
+        self,
+        source: ModelSource,
+        class_names: tuple[str, ...],
+        listener: LoadListener | None = None,
+    ) -> None:
+        self._source = source
+        self._class_names = class_names
+        self._listener = listener
+        self._current: ServedModel | None = None
+        self._refresh_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error: str | None = None
+
+    @property
+    def current(self) -> ServedModel | None:
+        """The model serving right now, or None before the first successful load."""
+        return self._current
+
+    def refresh(self) -> bool:
+        """Looks up the alias once and swaps in its version if it is new.
+
+        Never raises: a look-up or load failure is logged, counted and leaves the current
+        model serving.
+
+        Returns:
+            True when the look-up succeeded (whether or not anything changed).
+        """
+        with self._refresh_lock:
+            current = self._current
+            try:
+                ref = self._source.lookup()
+            except Exception as exc:
+                self.last_error = f"registry look-up failed: {type(exc).__name__}: {exc}"
+                log.warning(
+                    "%s; %s",
+                    self.last_error,
+                    f"still serving version {current.ref.version}" if current else "no model yet",
+                )
+                if self._listener:
+                    self._listener.registry_check_failed()
+                return False
+            if ref is None:
+                self.last_error = "the alias is not set in the registry (no model trained yet?)"
+                if current is None:
+                    log.info("no model to serve yet: %s", self.last_error)
+                return True
+            if (
+                current is not None
+                and current.ref.name == ref.name
+                and (current.ref.version == ref.version)
+            ):
+                return True
+            kind = "initial" if current is None else "reload"
+            log.info("loading %s version %s (%s)", ref.name, ref.version, ref.source)
+            started = time.perf_counter()
+            try:
+                served = build_served_model(self._source.load(ref), ref, self._class_names)
+            except Exception as exc:
+                self.last_error = f"loading version {ref.version} failed: {exc}"
+                log.exception(
+                    "%s; %s",
+                    self.last_error,
+                    f"version {current.ref.version} keeps serving" if current else "no model yet",
+                )
+                if self._listener:
+                    self._listener.model_load_failed(ref, kind)
+                return True
+            self._current = served  # the atomic swap: one reference assignment
+            self.last_error = None
+            log.info(
+                "now serving %s version %s (run %s), loaded in %.2f s%s",
+                ref.name,
+                ref.version,
+                ref.run_id,
+                time.perf_counter() - started,
+                f", replacing version {current.ref.version}" if current else "",
+            )
+            if self._listener:
+                self._listener.model_loaded(served, kind)
+            return True
+
+    def watch(
+        self,
+        interval: float,
+        startup_attempts: int = 8,
+        max_backoff: float = 8.0,
+    ) -> None:
+        """Runs the watcher loop until :meth:`stop` (the body of the watcher thread).
+
+        Until a model is loaded, it retries with exponential backoff (0.5 s doubling up to
+        ``max_backoff``) for ``startup_attempts`` attempts, then every ``interval`` seconds;
+        once a model serves, it checks the alias every ``interval`` seconds.
+
+        Args:
+            interval: Seconds between two look-ups of the alias.
+            startup_attempts: Quick attempts before falling back to ``interval``.
+            max_backoff: Longest pause between two quick attempts.
+        """
+        delay = 0.5
+        attempt = 0
+        while not self._stop.is_set():
+            self.refresh()
+            if self._current is not None:
+                pause = interval
+            else:
+                attempt += 1
+                if attempt < startup_attempts:
+                    pause = min(delay, interval)
+                    delay = min(delay * 2, max_backoff)
+                else:
+                    if attempt == startup_attempts:
+                        log.error(
+                            "no model after %d attempts (%s); checking every %.0f s",
+                            attempt,
+                            self.last_error,
+                            interval,
+                        )
+                    pause = interval
+            self._stop.wait(pause)
+
+    def start(self, interval: float, startup_attempts: int = 8, max_backoff: float = 8.0) -> None:
+        """Starts the watcher in a daemon thread (first load included)."""
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self.watch,
+            args=(interval, startup_attempts, max_backoff),
+            name="model-watcher",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stops the watcher thread (a look-up in progress may finish in the background)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None

@@ -1,0 +1,60 @@
+"""Settings of the prediction API, read once from environment variables."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
+
+from wine_mlops.features import CLASS_NAMES
+from wine_mlops.settings import MlflowSettings
+
+
+class ApiSettings(MlflowSettings):
+    """Everything the prediction API needs.
+
+    Environment variables (besides those of :class:`MlflowSettings`): ``API_HOST``,
+    ``API_PORT``, ``WINE_MODEL_ALIAS`` (default: the champion alias),
+    ``WINE_CLASS_NAMES`` (comma-separated labels of class ids 0, 1, 2),
+    ``WINE_WATCH_INTERVAL_SECONDS``, ``WINE_BATCH_LIMIT``, ``WINE_MAX_BODY_BYTES``,
+    ``LOG_LEVEL``.
+    """
+
+    host: str = Field(default="0.0.0.0", validation_alias="API_HOST")  # noqa: S104 (container)
+    port: int = Field(default=7654, ge=1, le=65535, validation_alias="API_PORT")
+    model_alias: str | None = Field(default=None, validation_alias="WINE_MODEL_ALIAS")
+    class_names: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=CLASS_NAMES, validation_alias="WINE_CLASS_NAMES"
+    )
+    watch_interval_seconds: float = Field(
+        default=30.0, gt=0, validation_alias="WINE_WATCH_INTERVAL_SECONDS"
+    )
+    batch_limit: int = Field(default=1000, ge=1, le=100_000, validation_alias="WINE_BATCH_LIMIT")
+    max_body_bytes: int = Field(default=1_000_000, ge=1024, validation_alias="WINE_MAX_BODY_BYTES")
+    log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
+
+    @field_validator("class_names", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(n.strip() for n in value.split(",") if n.strip())
+        return value
+
+    @field_validator("class_names")
+    @classmethod
+    def _distinct(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value) or not value:
+            raise ValueError(f"class names must be distinct and not empty, got {list(value)}")
+        return value
+
+    @property
+    def served_alias(self) -> str:
+        """The alias whose model is served (the champion unless ``WINE_MODEL_ALIAS`` says)."""
+        return self.model_alias or self.champion_alias
+
+    def class_name(self, class_id: int) -> str:
+        """The human label of a class id; ``class <id>`` when no label is configured."""
+        if 0 <= class_id < len(self.class_names):
+            return self.class_names[class_id]
+        return f"class {class_id}"

@@ -1,0 +1,173 @@
+// The wine form: built from GET /features, posts to POST /predict, draws the probabilities.
+"use strict";
+
+const state = { features: [] };
+
+function el(tag, attrs = {}, text = "") {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  if (text) node.textContent = text;
+  return node;
+}
+
+function showMessage(text) {
+  const box = document.getElementById("message");
+  box.textContent = text;
+  box.hidden = false;
+  document.getElementById("result").hidden = true;
+  document.getElementById("placeholder").hidden = true;
+}
+
+function clearMessage() {
+  document.getElementById("message").hidden = true;
+  for (const input of document.querySelectorAll("#fields input")) {
+    input.removeAttribute("aria-invalid");
+  }
+}
+
+function markInvalid(names) {
+  for (const name of names) {
+    const input = document.getElementById(name);
+    if (input) input.setAttribute("aria-invalid", "true");
+  }
+}
+
+function buildForm(spec) {
+  state.features = spec.features;
+  const fields = document.getElementById("fields");
+  for (const f of spec.features) {
+    const box = el("div", { class: "field" });
+    const label = el("label", { for: f.name }, f.label + " ");
+    if (f.unit) label.append(el("span", { class: "unit" }, "(" + f.unit + ")"));
+    const input = el("input", {
+      id: f.name, name: f.name, type: "number", step: "any", inputmode: "decimal",
+      min: "0", placeholder: String(f.training_mean), "aria-describedby": f.name + "-range",
+    });
+    const range = el("div", { id: f.name + "-range", class: "range" },
+      "training range " + f.training_min + " – " + f.training_max);
+    box.append(label, input, range);
+    fields.append(box);
+  }
+  const samples = document.getElementById("samples");
+  for (const sample of spec.samples) {
+    const button = el("button", { type: "button", "data-class-id": String(sample.class_id) },
+      "Typical " + sample.class_name);
+    button.addEventListener("click", () => {
+      for (const [name, value] of Object.entries(sample.values)) {
+        document.getElementById(name).value = value;
+      }
+      clearMessage();
+    });
+    samples.append(button);
+  }
+}
+
+function readForm() {
+  const wine = {};
+  const missing = [];
+  for (const f of state.features) {
+    const input = document.getElementById(f.name);
+    if (input.value.trim() === "" || Number.isNaN(input.valueAsNumber)) {
+      missing.push(f);
+    } else {
+      wine[f.name] = input.valueAsNumber;
+    }
+  }
+  return { wine, missing };
+}
+
+function drawResult(answer) {
+  document.getElementById("cultivar").textContent = answer.class_name;
+  const bars = document.getElementById("bars");
+  bars.replaceChildren();
+  for (const [label, p] of Object.entries(answer.probabilities)) {
+    const row = el("div", { class: "bar" + (label === answer.class_name ? " best" : ""), role: "listitem" });
+    const track = el("div", { class: "track" });
+    const fill = el("div", { class: "fill" });
+    fill.style.width = (100 * p).toFixed(1) + "%";
+    track.append(fill);
+    row.append(el("span", { class: "label" }, label), track,
+      el("span", { class: "value" }, (100 * p).toFixed(1) + " %"));
+    bars.append(row);
+  }
+  document.getElementById("served-by").textContent =
+    "Model " + answer.model_name + " version " + answer.model_version;
+  document.getElementById("message").hidden = true;
+  document.getElementById("placeholder").hidden = true;
+  document.getElementById("result").hidden = false;
+}
+
+async function predict(event) {
+  event.preventDefault();
+  clearMessage();
+  const { wine, missing } = readForm();
+  if (missing.length) {
+    markInvalid(missing.map((f) => f.name));
+    showMessage("Please enter a number for: " + missing.map((f) => f.label).join(", ") + ".");
+    return;
+  }
+  const button = document.getElementById("predict");
+  button.disabled = true;
+  try {
+    const response = await fetch("/predict", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(wine),
+    });
+    let body = null;
+    try { body = await response.json(); } catch (_) { body = null; }
+    if (response.ok && body) {
+      drawResult(body);
+    } else if (response.status === 422 && body && Array.isArray(body.detail)) {
+      markInvalid(body.detail.map((d) => d.field));
+      showMessage("Invalid input:\n" + body.detail.map((d) => "• " + d.problem).join("\n"));
+    } else if (response.status === 503) {
+      showMessage("The service has no model loaded yet; please try again in a moment." +
+        (body && body.message ? "\n(" + body.message + ")" : ""));
+    } else {
+      showMessage("The prediction service answered with an error (HTTP " + response.status + ")" +
+        (body && body.message ? ": " + body.message : "."));
+    }
+  } catch (error) {
+    showMessage("Could not reach the prediction service: " + error.message);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function showModel() {
+  const status = document.getElementById("model-status");
+  try {
+    const response = await fetch("/model");
+    const body = await response.json();
+    if (response.ok) {
+      status.textContent = "Served model: " + body.model_name + " version " + body.model_version +
+        (body.model_family ? " (" + body.model_family + ")" : "") +
+        (body.metrics && body.metrics.accuracy !== undefined
+          ? ", test accuracy " + (100 * body.metrics.accuracy).toFixed(1) + " %" : "");
+      status.dataset.state = "ready";
+    } else {
+      status.textContent = "No model loaded yet: predictions will fail until training has run.";
+      status.dataset.state = "error";
+    }
+  } catch (error) {
+    status.textContent = "The prediction service cannot be reached.";
+    status.dataset.state = "error";
+  }
+}
+
+async function init() {
+  document.getElementById("wine-form").addEventListener("submit", predict);
+  document.getElementById("clear").addEventListener("click", clearMessage);
+  try {
+    const response = await fetch("/features");
+    if (!response.ok) throw new Error("HTTP " + response.status);
+    buildForm(await response.json());
+    document.body.dataset.ready = "true";
+  } catch (error) {
+    showMessage("Could not load the form's feature list: " + error.message);
+  }
+  showModel();
+}
+
+document.addEventListener("DOMContentLoaded", init);

@@ -1,0 +1,260 @@
+"""The prediction API as a real process against a real MLflow server and the real trainer.
+
+Covers the issue's end-to-end promises locally: not ready before training, every wine
+predicted through the API matches the champion's own offline predictions, a better champion
+is picked up without restart while requests keep succeeding, the browser form works, and
+predictions survive the MLflow server going away.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import mlflow
+import pytest
+
+from tests.integration.test_training_session import train
+from tests.prediction_api.api_process import ApiProcess, start_api
+from tests.prediction_api.browser import check_form
+from tests.support.processes import MlflowServer, start_mlflow_server, stop
+from wine_mlops.features import CLASS_NAMES, FEATURE_NAMES, load_wine_frame
+from wine_mlops.healthcheck import wait_until_healthy
+
+pytestmark = pytest.mark.integration
+
+BATCH = 50
+
+
+def all_wines() -> list[dict[str, float]]:
+    frame = load_wine_frame()
+    return [
+        {name: float(value) for name, value in zip(FEATURE_NAMES, row, strict=True)}
+        for row in frame[list(FEATURE_NAMES)].itertuples(index=False)
+    ]
+
+
+def predict_all(url: str) -> list[dict[str, Any]]:
+    """Every wine of the data set through ``POST /predict/batch``, in batches."""
+    wines = all_wines()
+    answers: list[dict[str, Any]] = []
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for start in range(0, len(wines), BATCH):
+            response = client.post("/predict/batch", json=wines[start : start + BATCH])
+            assert response.status_code == 200, response.text
+            answers.extend(response.json())
+    return answers
+
+
+def assert_matches_offline(answers: list[dict[str, Any]], server: str, model: str, version: str):
+    """Compares the API's answers with the registered version's own predictions."""
+    mlflow.set_tracking_uri(server)
+    estimator = mlflow.sklearn.load_model(f"models:/{model}/{version}")
+    features = load_wine_frame()[list(FEATURE_NAMES)]
+    expected_ids = estimator.predict(features).tolist()
+    expected_proba = estimator.predict_proba(features)
+    assert len(answers) == len(expected_ids) == 178
+    assert {a["model_version"] for a in answers} == {version}
+    assert {a["model_name"] for a in answers} == {model}
+    assert [a["class_id"] for a in answers] == expected_ids
+    assert [a["class_name"] for a in answers] == [CLASS_NAMES[i] for i in expected_ids]
+    for answer, row in zip(answers, expected_proba, strict=True):
+        assert list(answer["probabilities"].values()) == pytest.approx(row.tolist(), abs=1e-12)
+
+
+def train_ok(url: str, candidates: str, names: dict[str, str]) -> None:
+    result = train(url, "--candidates", candidates, "--cv-folds", "2", **names)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@dataclass
+class Stack:
+    """A server, the API watching it, and what was seen along the way."""
+
+    server: MlflowServer
+    api: ApiProcess
+    names: dict[str, str]
+    before_training: dict[str, httpx.Response] = field(default_factory=dict)
+    v1_answers: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def model(self) -> str:
+        return self.names["WINE_MODEL_NAME"]
+
+
+@pytest.fixture(scope="module")
+def stack(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The API started before any model exists, then a deliberately bad champion (v1)."""
+    suffix = uuid.uuid4().hex[:8]
+    names = {"WINE_EXPERIMENT_NAME": f"api-{suffix}", "WINE_MODEL_NAME": f"api-model-{suffix}"}
+    api = start_api(
+        mlflow_server.url,
+        tmp_path_factory.mktemp("api"),
+        wait_ready=False,
+        WINE_MODEL_NAME=names["WINE_MODEL_NAME"],
+        WINE_WATCH_INTERVAL_SECONDS="1",
+    )
+    try:
+        state = Stack(mlflow_server, api, names)
+        with httpx.Client(base_url=api.url, timeout=10) as client:
+            state.before_training = {
+                "healthz": client.get("/healthz"),
+                "readyz": client.get("/readyz"),
+                "predict": client.post("/predict", json=all_wines()[0]),
+            }
+        train_ok(mlflow_server.url, "DummyClassifier", names)  # v1: always the same class
+        wait_until_healthy(f"{api.url}/readyz", timeout=60, process=api.process)
+        state.v1_answers = predict_all(api.url)
+        yield state
+    finally:
+        api.stop()
+
+
+@dataclass
+class SwapRecord:
+    statuses: list[int]
+    versions: list[str]
+    pid_before: int
+    pid_after: int
+
+
+@pytest.fixture(scope="module")
+def swap(stack: Stack) -> SwapRecord:
+    """Trains a better model (promoted to champion) while a client keeps predicting."""
+    statuses: list[int] = []
+    versions: list[str] = []
+    done = threading.Event()
+    wine = all_wines()[0]
+
+    def keep_predicting() -> None:
+        with httpx.Client(base_url=stack.api.url, timeout=10) as client:
+            while not done.is_set():
+                response = client.post("/predict", json=wine)
+                statuses.append(response.status_code)
+                if response.status_code == 200:
+                    versions.append(response.json()["model_version"])
+                time.sleep(0.02)
+
+    pid_before = stack.api.process.pid
+    client = threading.Thread(target=keep_predicting)
+    client.start()
+    try:
+        train_ok(stack.server.url, "LogisticRegression", stack.names)
+        deadline = time.monotonic() + 60
+        while not versions or versions[-1] != "2":
+            assert time.monotonic() < deadline, stack.api.log()[-3000:]
+            time.sleep(0.2)
+        time.sleep(0.5)  # a few more answers from the new version
+    finally:
+        done.set()
+        client.join()
+    assert stack.api.process.poll() is None
+    return SwapRecord(statuses, versions, pid_before, stack.api.process.pid)
+
+
+def test_the_api_is_live_but_not_ready_before_any_model_exists(stack: Stack) -> None:
+    seen = stack.before_training
+    assert seen["healthz"].status_code == 200
+    assert seen["readyz"].status_code == 503
+    assert seen["predict"].status_code == 503
+    assert (
+        f"no model loaded yet (models:/{stack.model}@champion)"
+        in (seen["predict"].json()["message"])
+    )
+
+
+def test_every_wine_matches_the_first_champion_offline(stack: Stack) -> None:
+    assert_matches_offline(stack.v1_answers, stack.server.url, stack.model, "1")
+
+
+def test_a_better_champion_is_served_without_restart_and_without_failures(
+    stack: Stack, swap: SwapRecord
+) -> None:
+    assert set(swap.statuses) == {200}
+    assert swap.versions[0] == "1"
+    assert swap.versions[-1] == "2"
+    first_two = swap.versions.index("2")
+    assert set(swap.versions[first_two:]) == {"2"}  # no flapping back
+    assert swap.pid_before == swap.pid_after
+    model = httpx.get(f"{stack.api.url}/model").json()
+    assert model["model_version"] == "2"
+    assert model["model_family"] == "LogisticRegression"
+    assert model["metrics"]["accuracy"] >= 0.9
+    metrics = httpx.get(f"{stack.api.url}/metrics").text
+    assert 'wine_api_model_loads_total{kind="reload",result="success"} 1.0' in metrics
+    assert f'model_name="{stack.model}",model_version="2"' in metrics
+
+
+def test_every_wine_matches_the_new_champion_offline(stack: Stack, swap: SwapRecord) -> None:
+    assert_matches_offline(predict_all(stack.api.url), stack.server.url, stack.model, "2")
+
+
+def test_the_legacy_query_answers_like_the_json_api(stack: Stack, swap: SwapRecord) -> None:
+    wine = all_wines()[130]
+    query = {f"feature_{i}": str(wine[n]) for i, n in enumerate(FEATURE_NAMES, start=1)}
+    legacy = httpx.get(f"{stack.api.url}/predict/", params=query)
+    assert legacy.status_code == 200
+    assert legacy.text == str(httpx.post(f"{stack.api.url}/predict", json=wine).json()["class_id"])
+
+
+def test_the_browser_form_predicts_a_cultivar_and_explains_bad_input(
+    stack: Stack, swap: SwapRecord, tmp_path: Path
+) -> None:
+    shot = tmp_path / "form.png"
+    seen = check_form(stack.api.url, sample_class_id=0, screenshot=shot)
+    assert seen.cultivar == "Cultivar 1"
+    assert [label for label, _ in seen.bars] == list(CLASS_NAMES)
+    assert all(value.endswith(" %") for _, value in seen.bars)
+    assert "alcohol: must not be negative, got -5" in seen.invalid_message
+    assert seen.external_requests == []  # everything is served by the API itself
+    assert shot.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.fixture(scope="module")
+def lone_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A private MLflow server (SQLite) that this module may stop, with a trained champion."""
+    workdir = tmp_path_factory.mktemp("mlflow-outage")
+    server = start_mlflow_server(
+        workdir, {"MLFLOW_BACKEND_STORE_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
+    )
+    names = {"WINE_EXPERIMENT_NAME": "outage", "WINE_MODEL_NAME": "outage-model"}
+    api: ApiProcess | None = None
+    try:
+        train_ok(server.url, "LogisticRegression", names)
+        api = start_api(
+            server.url,
+            workdir,
+            WINE_MODEL_NAME=names["WINE_MODEL_NAME"],
+            WINE_WATCH_INTERVAL_SECONDS="1",
+        )
+        yield Stack(server, api, names)
+    finally:
+        if api is not None:
+            api.stop()
+        stop(server.process)
+
+
+def test_predictions_keep_working_when_mlflow_goes_away(lone_stack: Stack) -> None:
+    stop(lone_stack.server.process)
+    deadline = time.monotonic() + 60
+    while "registry look-up failed" not in lone_stack.api.log():
+        assert time.monotonic() < deadline, lone_stack.api.log()[-3000:]
+        time.sleep(0.2)
+    answers = predict_all(lone_stack.api.url)
+    assert len(answers) == 178
+    assert {a["model_version"] for a in answers} == {"1"}
+    assert httpx.get(f"{lone_stack.api.url}/readyz").status_code == 200
+    assert httpx.get(f"{lone_stack.api.url}/model").json()["model_version"] == "1"
+    metrics = httpx.get(f"{lone_stack.api.url}/metrics").text
+    failures = next(
+        line
+        for line in metrics.splitlines()
+        if line.startswith("wine_api_registry_check_failures_total")
+    )
+    assert float(failures.split()[-1]) >= 1

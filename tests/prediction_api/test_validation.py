@@ -1,0 +1,224 @@
+"""Bad input gets a clear 4xx naming the field and the problem, never a 500."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from wine_mlops.features import FEATURE_NAMES
+
+
+def post_raw(
+    client: TestClient, path: str, body: bytes | str, content_type: str = "application/json"
+):
+    return client.post(path, content=body, headers={"content-type": content_type})
+
+
+def legacy_query(sample: dict[str, float]) -> dict[str, str]:
+    return {f"feature_{i}": str(sample[name]) for i, name in enumerate(FEATURE_NAMES, start=1)}
+
+
+def test_a_valid_wine_is_classified(client: TestClient, sample: dict[str, float]) -> None:
+    answer = client.post("/predict", json=sample)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["class_id"] == 0
+    assert body["class_name"] == "Cultivar 1"
+    assert set(body["probabilities"]) == {"Cultivar 1", "Cultivar 2", "Cultivar 3"}
+    assert sum(body["probabilities"].values()) == pytest.approx(1.0)
+    assert body["model_name"] == "wine-classifier"
+    assert body["model_version"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "expected"),
+    [
+        ({"alcohol": None}, 422, "alcohol: must be a number, got None"),
+        ({"alcohol": "13.2"}, 422, "alcohol: must be a number, got '13.2'"),
+        ({"alcohol": "abc"}, 422, "alcohol: must be a number, got 'abc'"),
+        ({"alcohol": True}, 422, "alcohol: must be a number, got True"),
+        ({"alcohol": [13.2]}, 422, "alcohol: must be a number, got [13.2]"),
+        ({"hue": -0.5}, 422, "hue: must not be negative, got -0.5"),
+        ({"magnesium": 5000}, 422, "magnesium: 5000 is above 1000.0 mg/L"),
+        ({"proline": 1e9}, 422, "proline: 1000000000.0 is above 10000.0 mg/L"),
+        ({"colour": 1.0}, 422, "colour: unknown field; expected only the 13 features"),
+    ],
+)
+def test_each_bad_field_is_named_with_its_problem(
+    client: TestClient, sample: dict[str, float], change: dict, status: int, expected: str
+) -> None:
+    answer = client.post("/predict", json={**sample, **change})
+    assert answer.status_code == status
+    body = answer.json()
+    assert expected in body["message"]
+    field = next(iter(change))
+    assert [d["field"] for d in body["detail"]] == [field]
+
+
+def test_a_missing_field_is_named(client: TestClient, sample: dict[str, float]) -> None:
+    del sample["flavanoids"]
+    answer = client.post("/predict", json=sample)
+    assert answer.status_code == 422
+    assert answer.json()["message"] == "flavanoids: required field is missing"
+
+
+@pytest.mark.parametrize(
+    ("literal", "shown"),
+    [("NaN", "NaN"), ("Infinity", "Infinity"), ("-Infinity", "-Infinity"), ("1e999", "Infinity")],
+)
+def test_nan_and_infinity_are_rejected(
+    client: TestClient, sample: dict[str, float], literal: str, shown: str
+) -> None:
+    body = json.dumps(sample).replace(f'"ash": {sample["ash"]}', f'"ash": {literal}')
+    answer = post_raw(client, "/predict", body)
+    assert answer.status_code == 422
+    assert answer.json()["message"] == f"ash: must be a finite number, got {shown}"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("{", "body is not valid JSON"),
+        ("[1, 2]", "body: must be a JSON object with the 13 features"),
+        ('"wine"', "body: must be a JSON object with the 13 features"),
+        ("{}", "alcohol: required field is missing"),
+    ],
+)
+def test_a_malformed_body_gets_a_clear_422(client: TestClient, body: str, expected: str) -> None:
+    answer = post_raw(client, "/predict", body)
+    assert answer.status_code == 422
+    assert expected in answer.json()["message"]
+
+
+def test_an_empty_body_is_rejected(client: TestClient) -> None:
+    answer = post_raw(client, "/predict", b"")
+    assert answer.status_code == 422
+    assert "required field is missing" in answer.json()["message"]
+
+
+def test_many_problems_are_all_listed_and_summarised(client: TestClient) -> None:
+    answer = client.post("/predict", json={"alcohol": -1})
+    assert answer.status_code == 422
+    body = answer.json()
+    assert len(body["detail"]) == 13  # the negative alcohol and 12 missing fields
+    assert body["message"].startswith("alcohol: must not be negative, got -1")
+    assert body["message"].endswith("and 8 more problem(s)")
+
+
+@pytest.mark.parametrize(
+    ("content_type", "shown"),
+    [
+        ("text/plain", "'text/plain'"),
+        ("application/x-www-form-urlencoded", "'application/x-www-form-urlencoded'"),
+        ("", "no Content-Type"),
+    ],
+)
+def test_a_body_that_is_not_json_gets_415(
+    client: TestClient, sample: dict[str, float], content_type: str, shown: str
+) -> None:
+    answer = client.post(
+        "/predict", content=json.dumps(sample), headers={"content-type": content_type}
+    )
+    assert answer.status_code == 415
+    assert answer.json()["message"] == (
+        f"the body must be JSON (Content-Type: application/json), got {shown}"
+    )
+
+
+def test_json_with_a_charset_is_accepted(client: TestClient, sample: dict[str, float]) -> None:
+    answer = post_raw(client, "/predict", json.dumps(sample), "application/json; charset=utf-8")
+    assert answer.status_code == 200
+
+
+def test_a_body_over_the_size_limit_gets_413(make_client, registry, good_model) -> None:
+    registry.register(good_model)
+    api = make_client(WINE_MAX_BODY_BYTES=2048)
+    answer = post_raw(api, "/predict", b" " * 5000)
+    assert answer.status_code == 413
+    assert answer.json()["message"] == "the body has 5000 bytes; at most 2048"
+
+
+def test_a_chunked_body_over_the_limit_gets_413(make_client, registry, good_model) -> None:
+    registry.register(good_model)
+    api = make_client(WINE_MAX_BODY_BYTES=2048)
+
+    def chunks():  # no Content-Length: the limit is enforced while the body streams in
+        for _ in range(10):
+            yield b" " * 1000
+
+    answer = api.post("/predict", content=chunks(), headers={"content-type": "application/json"})
+    assert answer.status_code == 413
+    assert answer.json()["message"] == "the body is larger than 2048 bytes"
+
+
+def test_a_batch_is_classified_in_order(client: TestClient, wine) -> None:
+    rows = [{name: float(wine[name].iloc[i]) for name in FEATURE_NAMES} for i in (0, 100, 170)]
+    answer = client.post("/predict/batch", json=rows)
+    assert answer.status_code == 200
+    assert [a["class_id"] for a in answer.json()] == [0, 1, 2]
+
+
+def test_an_empty_batch_gets_422(client: TestClient) -> None:
+    answer = client.post("/predict/batch", json=[])
+    assert answer.status_code == 422
+    assert answer.json()["message"] == "body: the batch is empty; send 1 to 1000 wines"
+
+
+def test_an_oversized_batch_gets_422(client: TestClient, sample: dict[str, float]) -> None:
+    answer = client.post("/predict/batch", json=[sample] * 1001)
+    assert answer.status_code == 422
+    assert answer.json()["message"] == (
+        "body: the batch has 1001 wines; at most 1000 are allowed per request"
+    )
+
+
+def test_a_bad_row_of_a_batch_is_named_by_position(
+    client: TestClient, sample: dict[str, float]
+) -> None:
+    answer = client.post("/predict/batch", json=[sample, {**sample, "ash": -2}])
+    assert answer.status_code == 422
+    assert answer.json()["message"] == "[1].ash: must not be negative, got -2"
+
+
+def test_a_batch_must_be_an_array(client: TestClient, sample: dict[str, float]) -> None:
+    answer = client.post("/predict/batch", json=sample)
+    assert answer.status_code == 422
+    assert answer.json()["message"] == "body: must be a JSON array of wine objects"
+
+
+def test_the_legacy_query_answers_the_class_id_as_text(
+    client: TestClient, sample: dict[str, float]
+) -> None:
+    answer = client.get("/predict/", params=legacy_query(sample))
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain")
+    assert answer.text == "0"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"feature_4": "abc"}, "feature_4 (alcalinity_of_ash): must be a number, got 'abc'"),
+        ({"feature_1": "nan"}, "feature_1 (alcohol): must be a finite number, got 'nan'"),
+        ({"feature_13": "-3"}, "feature_13 (proline): must not be negative, got '-3'"),
+        ({"feature_14": "1"}, "feature_14: unknown parameter; expected only feature_1 to"),
+    ],
+)
+def test_the_legacy_query_is_validated_the_same_way(
+    client: TestClient, sample: dict[str, float], change: dict[str, str], expected: str
+) -> None:
+    answer = client.get("/predict/", params={**legacy_query(sample), **change})
+    assert answer.status_code == 422
+    assert expected in answer.json()["message"]
+
+
+def test_the_legacy_query_names_a_missing_feature(
+    client: TestClient, sample: dict[str, float]
+) -> None:
+    query = legacy_query(sample)
+    del query["feature_7"]
+    answer = client.get("/predict/", params=query)
+    assert answer.status_code == 422
+    assert answer.json()["message"] == "feature_7 (flavanoids): required field is missing"
