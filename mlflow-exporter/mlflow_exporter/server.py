@@ -1,0 +1,102 @@
+"""Serves the exporter with gunicorn: one worker process (one refresher), a few threads."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
+from pydantic import ValidationError
+
+from mlflow_exporter.settings import ExporterSettings
+from wine_mlops.logs import configure_logging
+
+log = logging.getLogger("mlflow_exporter")
+
+
+class RootLogger(Logger):
+    """gunicorn's logger, but its lines go through the root logger set up by
+    :func:`~wine_mlops.logs.configure_logging`, in the stack's one format."""
+
+    def setup(self, cfg: Any) -> None:
+        """Lets gunicorn configure itself, then hands its records to the root logger."""
+        super().setup(cfg)
+        for logger in (self.error_log, self.access_log):
+            logger.handlers.clear()
+            logger.propagate = True
+
+
+class ExporterServer(BaseApplication):
+    """gunicorn configured in code; the app is built in the worker, after the fork.
+
+    One worker keeps one refresher (and one snapshot); the ``gthread`` worker's threads
+    answer concurrent scrapes and health checks.
+
+    Args:
+        settings: The exporter settings.
+    """
+
+    def __init__(self, settings: ExporterSettings) -> None:
+        self._settings = settings
+        super().__init__()
+
+    def gunicorn_options(self) -> dict[str, Any]:
+        """The gunicorn settings derived from the exporter settings."""
+        return {
+            "bind": f"{self._settings.host}:{self._settings.port}",
+            "workers": 1,
+            "worker_class": "gthread",
+            "threads": self._settings.threads,
+            "timeout": 30,
+            "graceful_timeout": 10,
+            "keepalive": 5,
+            "loglevel": self._settings.log_level.lower(),
+            "accesslog": None,
+            "errorlog": "-",
+            "logger_class": RootLogger,
+            "proc_name": "mlflow-exporter",
+        }
+
+    def load_config(self) -> None:
+        """Copies :meth:`gunicorn_options` into gunicorn's configuration."""
+        for key, value in self.gunicorn_options().items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        """Builds the application (and starts its refresher) in the worker process."""
+        from mlflow_exporter.app import create_app
+
+        log.info(
+            "exporting %s (experiments: %s) every %.0f s on %s:%d",
+            self._settings.tracking_uri,
+            ", ".join(self._settings.experiments) or "all",
+            self._settings.refresh_interval_seconds,
+            self._settings.host,
+            self._settings.port,
+        )
+        return create_app(self._settings)
+
+
+def main() -> int:
+    """Reads the settings and serves the exporter until gunicorn is stopped.
+
+    Returns:
+        The exit code: 2 for invalid settings, otherwise gunicorn exits the process.
+    """
+    try:
+        settings = ExporterSettings()
+    except ValidationError as exc:
+        configure_logging()
+        for error in exc.errors():
+            log.error("invalid setting %s: %s", ".".join(map(str, error["loc"])), error["msg"])
+        return 2
+    configure_logging(settings.log_level)
+    # The MLflow client reads these from the environment. By default it retries a failed
+    # request for minutes; an exporter must not block its refresher that long: the next
+    # refresh is the retry. An operator's own MLFLOW_HTTP_REQUEST_MAX_RETRIES is kept.
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(settings.mlflow_timeout_seconds)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    ExporterServer(settings).run()
+    return 0

@@ -1,0 +1,132 @@
+"""The Flask app: scrapes render the last snapshot, faults leave it in place, health in JSON."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Flask
+
+from mlflow_exporter.app import EXTENSION, create_app
+from mlflow_exporter.refresher import Refresher
+from mlflow_exporter.settings import ExporterSettings
+from mlflow_exporter.snapshot import Snapshot
+from tests.mlflow_exporter.conftest import Clock, ScriptedSource
+from tests.mlflow_exporter.support import value
+
+ACCURACY = {
+    "experiment": "wine-classifier",
+    "run_name": "RandomForestClassifier",
+    "metric": "accuracy",
+}
+
+
+def app_for(source: ScriptedSource, clock: Clock, **settings: float) -> tuple[Flask, Refresher]:
+    app = create_app(
+        ExporterSettings.model_validate(settings),
+        source=source,
+        clock=clock,
+        start_refresher=False,
+    )
+    return app, app.extensions[EXTENSION]
+
+
+def scrape(app: Flask) -> str:
+    response = app.test_client().get("/metrics")
+    assert response.status_code == 200
+    assert response.content_type.startswith("text/plain; version=0.0.4")
+    return response.get_data(as_text=True)
+
+
+def test_scrapes_render_the_snapshot_without_reading_the_source(
+    snapshot: Snapshot, clock: Clock
+) -> None:
+    source = ScriptedSource(snapshot)
+    app, refresher = app_for(source, clock)
+    refresher.refresh_once()
+    for _ in range(50):
+        text = scrape(app)
+    assert source.reads == 1
+    assert value(text, "mlflow_run_metric", **ACCURACY) == 0.97
+    assert value(text, "mlflow_up") == 1
+
+
+def test_mlflow_outage_keeps_the_last_snapshot_and_recovery_is_automatic(
+    snapshot: Snapshot, clock: Clock
+) -> None:
+    source = ScriptedSource(
+        snapshot, ConnectionError("refused"), ConnectionError("refused"), snapshot
+    )
+    app, refresher = app_for(source, clock)
+    refresher.refresh_once()
+    clock.now += 15
+    refresher.refresh_once()
+    first = scrape(app)
+    clock.now += 15
+    refresher.refresh_once()
+    second = scrape(app)
+    assert value(second, "mlflow_up") == 0
+    assert value(second, "mlflow_run_metric", **ACCURACY) == 0.97
+    assert value(second, "mlflow_exporter_refresh_errors_total") == 2
+    assert value(first, "mlflow_exporter_snapshot_age_seconds") == 15
+    assert value(second, "mlflow_exporter_snapshot_age_seconds") == 30
+    health = app.test_client().get("/healthz")
+    assert health.status_code == 200  # the exporter itself is fine
+    assert health.json is not None
+    assert health.json["status"] == "mlflow unreachable"
+    assert health.json["mlflow_reachable"] is False
+    assert "refused" in health.json["last_error"]
+
+    clock.now += 15
+    refresher.refresh_once()
+    recovered = scrape(app)
+    assert value(recovered, "mlflow_up") == 1
+    assert value(recovered, "mlflow_exporter_snapshot_age_seconds") == 0
+    assert app.test_client().get("/healthz").json == {
+        **health.json,
+        "status": "ok",
+        "mlflow_reachable": True,
+        "last_success": "2023-11-14T22:14:05+00:00",
+        "snapshot_age_seconds": 0.0,
+        "last_refresh_duration_seconds": refresher.state.last_duration,
+        "refreshes": 4,
+        "refresh_errors": 2,
+    }
+
+
+def test_before_the_first_refresh_metrics_answer_and_health_says_starting(clock: Clock) -> None:
+    app, _ = app_for(ScriptedSource(RuntimeError("never read")), clock)
+    text = scrape(app)
+    assert value(text, "mlflow_up") == 0
+    assert "mlflow_run_metric" not in text
+    health = app.test_client().get("/healthz")
+    assert health.status_code == 200
+    assert health.json is not None
+    assert health.json["status"] == "starting"
+
+
+def test_openmetrics_is_served_to_clients_that_ask_for_it(snapshot: Snapshot, clock: Clock) -> None:
+    app, refresher = app_for(ScriptedSource(snapshot), clock)
+    refresher.refresh_once()
+    response = app.test_client().get(
+        "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+    )
+    assert response.content_type.startswith("application/openmetrics-text")
+    assert response.get_data(as_text=True).endswith("# EOF\n")
+
+
+def test_the_background_refresher_reads_every_interval(snapshot: Snapshot) -> None:
+    source = ScriptedSource(snapshot)
+    app = create_app(
+        ExporterSettings.model_validate({"EXPORTER_REFRESH_INTERVAL": 0.05}),
+        source=source,
+    )
+    refresher: Refresher = app.extensions[EXTENSION]
+    try:
+        deadline = time.monotonic() + 10
+        while source.reads < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert source.reads >= 3
+        assert refresher.alive
+        assert app.test_client().get("/healthz").json["status"] == "ok"  # type: ignore[index]
+    finally:
+        refresher.stop()
