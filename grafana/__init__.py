@@ -1,0 +1,1 @@
+"""Grafana configuration of the stack; dashboards as code in ``dashboards_as_code``."""
