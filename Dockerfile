@@ -46,3 +46,27 @@ ENV PYTHONPATH=/app/common:/app/model-training \
     MPLCONFIGDIR=/tmp/matplotlib
 USER app
 ENTRYPOINT ["python3", "-m", "model_training"]
+
+FROM python-base AS mlflow-exporter
+RUN python3 /build/extra_requirements.py mlflow-exporter /build/pyproject.toml \
+  | pip install -c /build/requirements.lock -r /dev/stdin
+COPY common/ /app/common/
+COPY mlflow-exporter/ /app/mlflow-exporter/
+ENV PYTHONPATH=/app/common:/app/mlflow-exporter
+USER app
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=5 \
+  CMD ["python3", "-m", "wine_mlops.healthcheck", "http://127.0.0.1:8000/healthz"]
+ENTRYPOINT ["python3", "-m", "mlflow_exporter"]
+
+FROM python-base AS prediction-api
+RUN python3 /build/extra_requirements.py prediction-api /build/pyproject.toml \
+  | pip install -c /build/requirements.lock -r /dev/stdin
+COPY common/ /app/common/
+COPY prediction-api/ /app/prediction-api/
+ENV PYTHONPATH=/app/common:/app/prediction-api
+USER app
+EXPOSE 7654
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["python3", "-m", "wine_mlops.healthcheck", "http://127.0.0.1:7654/healthz"]
+ENTRYPOINT ["python3", "-m", "prediction_api"]

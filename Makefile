@@ -26,11 +26,17 @@ endif
 GIT_COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
 export GIT_COMMIT
 
-# Long-running services of the stack (model-training is a one-shot job).
-SERVICES := mlflow-db mlflow-server
+# Long-running services of the stack (model-training is a one-shot job). The serving ones
+# are started after training: they are ready only once a champion model exists.
+SERVICES := mlflow-db mlflow-server mlflow-exporter prometheus grafana
+SERVING := prediction-api
+ifeq ($(AIRGAP),1)
+# No Debian or PyPI package exists for Grafana: no stand-in, so it is left out (and said so).
+SERVICES := $(filter-out grafana,$(SERVICES))
+endif
 
 .PHONY: help install lock env lint test e2e bench up build train-stack train dev urls down \
-        destroy-data logs ps airgap-images clean
+        destroy-data logs ps airgap-images clean dashboards
 
 help: ## Show this help
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -54,7 +60,8 @@ env: $(ENV_FILE) ## Create .env from .env.example with random secrets (never ove
 lint: $(BIN)/.installed ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy common model-training mlflow-server tests tools
+	$(BIN)/mypy common model-training mlflow-server mlflow-exporter prediction-api grafana tests \
+	  tools bench
 
 test: $(BIN)/.installed ## Unit and integration tests (real mlflow server, SQLite and PostgreSQL)
 	$(BIN)/pytest tests --ignore=tests/e2e --junitxml=$(REPORTS)/junit-test.xml
@@ -65,6 +72,9 @@ e2e: $(BIN)/.installed $(AIRGAP_DEPS) ## The compose stack end to end, in real c
 bench: $(BIN)/.installed ## Benchmarks: print figures and compare with a baseline
 	$(BIN)/python bench/run.py
 
+dashboards: $(BIN)/.installed ## Regenerate grafana/dashboards/*.json from grafana/dashboards_as_code/
+	$(BIN)/python -m grafana.dashboards_as_code
+
 airgap-images: ## Build local stand-ins for the upstream base images from Debian packages
 	bash airgap/build.sh python postgres prometheus
 
@@ -72,9 +82,7 @@ build: $(ENV_FILE) $(AIRGAP_DEPS) ## Build the images
 	$(COMPOSE) build
 
 up: build ## Build, start, wait until healthy, train, print the URLs
-	$(COMPOSE) up --detach --wait $(SERVICES)
-	$(MAKE) --no-print-directory train-stack
-	$(MAKE) --no-print-directory urls
+	$(MAKE) --no-print-directory deploy train-stack serve urls
 
 train-stack: $(ENV_FILE) ## Run the training container against the stack's MLflow
 	$(COMPOSE) run --rm -T model-training $(TRAIN_ARGS)
@@ -86,7 +94,11 @@ dev: $(BIN)/.installed ## Run the services as local processes on SQLite, no Dock
 	$(BIN)/python tools/dev.py
 
 urls: ## Print the URLs of the running stack
-	@echo "MLflow UI and API:  http://127.0.0.1:$${MLFLOW_PORT:-5000}"
+	@echo "MLflow UI and API:  http://$$($(COMPOSE) port mlflow-server 5000)"
+	@echo "Prediction form:    http://$$($(COMPOSE) port prediction-api 7654)/  (API docs: /docs)"
+	@echo "MLflow exporter:    http://$$($(COMPOSE) port mlflow-exporter 8000)/metrics"
+	@echo "Prometheus:         http://$$($(COMPOSE) port prometheus 9090)"
+	@if [ "$(AIRGAP)" != 1 ]; then echo "Grafana:            http://$$($(COMPOSE) port grafana 3000)  (user admin)"; fi
 
 down: ## Stop the stack; keeps the database, artifacts and dashboards
 	$(COMPOSE) down
@@ -102,3 +114,68 @@ ps: ## Show the stack's containers and their health
 
 clean: ## Remove local build, test and dev state (not the Docker volumes)
 	rm -rf $(REPORTS) .dev .pytest_cache .ruff_cache .mypy_cache
+
+# --- Continuous delivery: the Jenkinsfile's stages, each one make target ------------------
+# `make ci` runs them in the Jenkinsfile's order. COMPOSE_PROJECT_NAME (the Jenkinsfile sets
+# wine-mlops) scopes every compose command; nothing here touches another project.
+NPM_TOOLS := tools/npm
+GROOVY_LINT := $(NPM_TOOLS)/node_modules/.bin/npm-groovy-lint
+CI_MAKEFILE := $(firstword $(MAKEFILE_LIST))
+CI_STAGES := clean-reports install lint lint-jenkins test build deploy train-stack serve smoke \
+             summary
+# Host folder mounted at the same path in the jenkins container (see jenkins/Dockerfile).
+JENKINS_WORKSPACES ?= /var/lib/wine-mlops-ci/workspace
+
+.PHONY: ci clean-reports lint-jenkins deploy serve smoke summary logs-archive logs-dump clean-oneoff \
+        jenkins-up
+
+ci: ## Run the Jenkinsfile's stages locally, in order (stops at the first failure)
+	@for stage in $(CI_STAGES); do \
+	  printf '\n==> make %s\n' "$$stage"; \
+	  $(MAKE) --no-print-directory -f $(CI_MAKEFILE) $$stage || { $(MAKE) --no-print-directory -f $(CI_MAKEFILE) logs-archive logs-dump || true; exit 1; }; \
+	done
+	@$(MAKE) --no-print-directory -f $(CI_MAKEFILE) logs-archive clean-oneoff
+
+clean-reports: ## Empty the reports folder (test reports, smoke results, archived logs)
+	rm -rf $(REPORTS) && mkdir -p $(REPORTS)
+
+$(GROOVY_LINT): $(NPM_TOOLS)/package.json $(NPM_TOOLS)/package-lock.json
+	npm ci --prefix $(NPM_TOOLS) --no-audit --no-fund --loglevel=error
+	touch $@
+
+lint-jenkins: $(GROOVY_LINT) ## npm-groovy-lint on the Jenkinsfile (offline, the machine's Java)
+	$(GROOVY_LINT) --noserver --config jenkins/.groovylintrc.json --failon info Jenkinsfile
+
+deploy: $(ENV_FILE) ## Start or update the platform services; wait until healthy (no build)
+	@if [ "$(AIRGAP)" = 1 ]; then echo "AIRGAP=1: grafana has no air-gapped stand-in; not started"; fi
+	$(COMPOSE) up --detach --wait --no-build $(SERVICES)
+
+serve: $(ENV_FILE) ## Start or update the serving services; wait until they serve a champion
+	$(COMPOSE) up --detach --wait --no-build $(SERVING)
+
+smoke: $(BIN)/.installed $(ENV_FILE) ## Smoke-test the running stack (reports/smoke-junit.xml, summary.txt)
+	ENV_FILE=$(ENV_FILE) REPORTS=$(REPORTS) $(BIN)/python tools/smoke.py --compose
+
+summary: ## Print the last smoke test's summary (champion, accuracy, URLs)
+	@cat $(REPORTS)/summary.txt
+
+logs-archive: ## Write the project's compose logs to reports/compose-logs.txt
+	@mkdir -p $(REPORTS)
+	$(COMPOSE) ps --all > $(REPORTS)/compose-ps.txt 2>&1 || true
+	$(COMPOSE) logs --no-color --timestamps > $(REPORTS)/compose-logs.txt 2>&1 || true
+
+logs-dump: ## Print the state and the last log lines of the project's containers (after a failure)
+	-$(COMPOSE) ps --all
+	-$(COMPOSE) logs --no-color --timestamps --tail=200
+
+clean-oneoff: ## Remove this project's one-off containers (an interrupted train-stack), nothing else
+	@project="$${COMPOSE_PROJECT_NAME:-wine-mlops}"; \
+	ids="$$(docker ps --all --quiet --filter "label=com.docker.compose.project=$$project" \
+	        --filter label=com.docker.compose.oneoff=True)"; \
+	if [ -n "$$ids" ]; then echo "removing one-off containers of $$project: $$ids"; docker rm --force $$ids; fi
+
+jenkins-up: $(ENV_FILE) ## Build and start Jenkins (profile ci) with the host's Docker group
+	@grep -q '^JENKINS_REPO_URL=.' $(ENV_FILE) || { echo "set JENKINS_REPO_URL in $(ENV_FILE): the git URL Jenkins builds" >&2; exit 1; }
+	install -d -o 1000 -g 1000 $(JENKINS_WORKSPACES)
+	DOCKER_GID="$$(stat -c %g /var/run/docker.sock)" $(COMPOSE) --profile ci up --detach --build jenkins
+	@echo "Jenkins: http://127.0.0.1:$${JENKINS_PORT:-8080} (user admin, JENKINS_ADMIN_PASSWORD of $(ENV_FILE))"

@@ -1,10 +1,11 @@
 """``make dev``: the stack's Python services as local processes, without Docker.
 
 Starts the MLflow tracking server on an embedded SQLite file with a local artifact folder
-(both under ``.dev/``), waits until it is healthy, runs one training session, prints the
-URLs, and keeps the services running until Ctrl-C (or exits after training with ``--once``).
+(both under ``.dev/``), waits until it is healthy, runs one training session, starts the
+prediction API, prints the URLs, and keeps the services running until Ctrl-C (or stops once
+everything answered, with ``--once``).
 
-Usage: python tools/dev.py [--port 5000] [--state-dir .dev] [--once]
+Usage: python tools/dev.py [--port 5000] [--api-port 7654] [--state-dir .dev] [--once]
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ def _start(name: str, args: list[str], env: dict[str, str], logs: Path) -> subpr
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=int(os.environ.get("MLFLOW_PORT", "5000")))
+    parser.add_argument("--api-port", type=int, default=int(os.environ.get("API_PORT", "7654")))
+    parser.add_argument(
+        "--exporter-port", type=int, default=int(os.environ.get("EXPORTER_PORT", "8000"))
+    )
     parser.add_argument("--state-dir", type=Path, default=Path(".dev"))
     parser.add_argument("--once", action="store_true", help="stop after the training session")
     args = parser.parse_args()
@@ -62,12 +67,43 @@ def main() -> int:
         wait_until_healthy(
             f"{tracking_uri}/health", timeout=120, process=processes["mlflow-server"]
         )
-        log.info("mlflow-server is healthy; training")
+        exporter_url = f"http://127.0.0.1:{args.exporter_port}"
+        processes["mlflow-exporter"] = _start(
+            "mlflow-exporter",
+            ["-m", "mlflow_exporter"],
+            {
+                **env,
+                "EXPORTER_HOST": "127.0.0.1",
+                "EXPORTER_PORT": str(args.exporter_port),
+                "EXPORTER_REFRESH_INTERVAL": "5",
+            },
+            state / "logs",
+        )
+        wait_until_healthy(
+            f"{exporter_url}/healthz", timeout=60, process=processes["mlflow-exporter"]
+        )
+        log.info("mlflow-server and mlflow-exporter are healthy; training")
         training = subprocess.run([sys.executable, "-m", "model_training"], env=env, check=False)
         if training.returncode != 0:
             log.error("training failed with exit code %d", training.returncode)
             return training.returncode
-        log.info("ready:\n  MLflow UI    %s\n  state        %s", tracking_uri, state)
+        api_url = f"http://127.0.0.1:{args.api_port}"
+        processes["prediction-api"] = _start(
+            "prediction-api",
+            ["-m", "prediction_api"],
+            {**env, "API_HOST": "127.0.0.1", "API_PORT": str(args.api_port)},
+            state / "logs",
+        )
+        wait_until_healthy(f"{api_url}/readyz", timeout=120, process=processes["prediction-api"])
+        log.info(
+            "ready:\n  MLflow UI        %s\n  prediction form  %s/\n  API docs         %s/docs"
+            "\n  exporter         %s/metrics\n  state            %s",
+            tracking_uri,
+            api_url,
+            api_url,
+            exporter_url,
+            state,
+        )
         if args.once:
             return 0
         log.info("press Ctrl-C to stop")

@@ -40,7 +40,10 @@ def _state(client: MlflowClient) -> tuple[set[str], set[str]]:
 def test_every_service_is_healthy(stack: Stack) -> None:
     states = [json.loads(line) for line in stack.compose("ps", "--format", "json").splitlines()]
     health = {s["Service"]: s["Health"] for s in states}
-    assert health == {"mlflow-db": "healthy", "mlflow-server": "healthy"}
+    expected = {"mlflow-db", "mlflow-server", "mlflow-exporter", "prometheus", "prediction-api"}
+    if not stack.airgap:
+        expected.add("grafana")
+    assert health == dict.fromkeys(expected, "healthy")
 
 
 def test_training_registered_a_good_champion(stack: Stack, client: MlflowClient) -> None:
@@ -62,7 +65,8 @@ def test_ui_and_api_answer_on_localhost(stack: Stack) -> None:
 def test_database_is_not_published_and_services_are_not_root(stack: Stack) -> None:
     published = json.loads(stack.compose("ps", "--format", "json", "mlflow-db"))["Publishers"]
     assert not [p for p in published or [] if p.get("PublishedPort")]
-    for service in ("mlflow-server", "mlflow-db"):  # the user of each main process (PID 1)
+    services = ("mlflow-server", "mlflow-db", "mlflow-exporter", "prediction-api", "prometheus")
+    for service in services:  # the user of each main process (PID 1)
         uid = stack.compose("exec", "-T", service, "awk", "/^Uid:/ {print $2}", "/proc/1/status")
         assert uid.strip() not in ("", "0"), service
 

@@ -24,6 +24,10 @@ def test_dev_runner_trains_a_champion_into_local_state(tmp_path: Path) -> None:
             "--once",
             "--port",
             str(free_port()),
+            "--api-port",
+            str(free_port()),
+            "--exporter-port",
+            str(free_port()),
             "--state-dir",
             str(state),
         ],
@@ -39,8 +43,11 @@ def test_dev_runner_trains_a_champion_into_local_state(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MLflow UI" in result.stderr
+    assert "prediction form" in result.stderr
     client = MlflowClient(tracking_uri=f"sqlite:///{state / 'mlflow.db'}")
     champion = client.get_model_version_by_alias("wine-classifier", "champion")
     assert champion.tags["model_family"] == "LogisticRegression"
     assert any((state / "artifacts").rglob("*.png"))
     assert "stopping mlflow-server" in result.stderr
+    assert "stopping prediction-api" in result.stderr
+    assert "stopping mlflow-exporter" in result.stderr

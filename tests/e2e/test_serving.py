@@ -1,0 +1,163 @@
+"""Serving in real containers: the prediction API and the MLflow exporter.
+
+Runs after tests/e2e/test_stack.py (see MODULE_ORDER), on the same stack.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+
+import mlflow
+import pytest
+import requests
+from mlflow.tracking import MlflowClient
+
+from model_training.data import load_dataset
+from tests.e2e.conftest import API, EXPORTER, REPO, Stack
+from tests.mlflow_exporter.support import promtool_check, value
+from tests.prediction_api.browser import check_form
+
+pytestmark = pytest.mark.e2e
+
+MODEL = "wine-classifier"
+
+
+def _champion(stack: Stack) -> str:
+    return MlflowClient(stack.mlflow_url).get_model_version_by_alias(MODEL, "champion").version
+
+
+def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(1)
+
+
+def _started_at(stack: Stack, service: str) -> str:
+    """When the service's container started: unchanged means not restarted."""
+    states = json.loads(stack.compose("ps", "--format", "json", service))
+    container = states["ID"] if isinstance(states, dict) else states[0]["ID"]
+    return subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.StartedAt}}", container],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def test_api_predicts_every_wine_like_the_champion_offline(stack: Stack) -> None:
+    mlflow.set_tracking_uri(stack.mlflow_url)
+    data = load_dataset()
+    offline = mlflow.sklearn.load_model(f"models:/{MODEL}@champion").predict(data.features)
+    rows = data.features.to_dict(orient="records")
+    answers = []
+    for start in range(0, len(rows), 100):
+        response = requests.post(f"{API}/predict/batch", json=rows[start : start + 100], timeout=30)
+        assert response.status_code == 200, response.text
+        answers += response.json()
+    assert [a["class_id"] for a in answers] == [int(c) for c in offline]
+    assert {a["model_version"] for a in answers} == {_champion(stack)}
+    assert all(abs(sum(a["probabilities"].values()) - 1) < 1e-6 for a in answers)
+
+
+def test_bad_input_gets_a_clear_4xx(stack: Stack) -> None:
+    wine = load_dataset().features.iloc[0].to_dict()
+    without_hue = {k: v for k, v in wine.items() if k != "hue"}
+    missing = requests.post(f"{API}/predict", json=without_hue, timeout=10)
+    assert missing.status_code == 422
+    assert "hue" in missing.json()["message"]
+    text = requests.post(f"{API}/predict", data="alcohol=13", timeout=10)
+    assert text.status_code == 415
+
+
+def test_the_form_works_in_a_browser(stack: Stack) -> None:
+    reports = REPO / "reports"
+    reports.mkdir(exist_ok=True)
+    screenshot = reports / "e2e-prediction-form.png"
+    shown = check_form(API, sample_class_id=1, screenshot=screenshot)
+    assert screenshot.read_bytes().startswith(b"\x89PNG")
+    assert shown.cultivar == "Cultivar 2"
+    assert [label for label, _ in shown.bars] == ["Cultivar 1", "Cultivar 2", "Cultivar 3"]
+    assert "alcohol" in shown.invalid_message
+    assert shown.external_requests == []
+
+
+def test_the_exporter_republishes_mlflow_in_valid_exposition(stack: Stack) -> None:
+    client = MlflowClient(stack.mlflow_url)
+    experiment = client.get_experiment_by_name("wine-classifier")
+    assert experiment is not None
+    latest = client.search_runs(
+        [experiment.experiment_id],
+        "attributes.run_name = 'LogisticRegression' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )[0]
+    champion = _champion(stack)
+    _wait(
+        lambda: (
+            value(
+                requests.get(f"{EXPORTER}/metrics", timeout=10).text,
+                "mlflow_model_alias_version",
+                model=MODEL,
+                alias="champion",
+            )
+            == float(champion)
+        ),
+        60,
+        "the exporter to show the current champion",
+    )
+    text = requests.get(f"{EXPORTER}/metrics", timeout=10).text
+    assert promtool_check(text) == ""
+    assert value(text, "mlflow_up") == 1
+    exported = value(
+        text,
+        "mlflow_run_metric",
+        experiment="wine-classifier",
+        run_name="LogisticRegression",
+        metric="accuracy",
+    )
+    assert exported == pytest.approx(latest.data.metrics["accuracy"])
+
+
+def test_a_new_champion_is_served_without_a_restart(stack: Stack) -> None:
+    started = _started_at(stack, "prediction-api")
+    before = _champion(stack)
+    # Same data and seed: an equally good model, which the rule promotes (at least as good).
+    stack.make("train-stack", "TRAIN_ARGS=--candidates LogisticRegression")
+    after = _champion(stack)
+    assert int(after) > int(before)
+    _wait(
+        lambda: requests.get(f"{API}/model", timeout=5).json()["version"] == after,
+        90,
+        f"the API to serve v{after}",
+    )
+    assert _started_at(stack, "prediction-api") == started
+
+
+def test_predictions_and_metrics_survive_an_mlflow_outage(stack: Stack) -> None:
+    wine = load_dataset().features.iloc[0].to_dict()
+    stack.compose("stop", "mlflow-server")
+    try:
+        for _ in range(20):
+            response = requests.post(f"{API}/predict", json=wine, timeout=10)
+            assert response.status_code == 200, response.text
+        assert requests.get(f"{API}/readyz", timeout=5).status_code == 200
+        _wait(
+            lambda: value(requests.get(f"{EXPORTER}/metrics", timeout=10).text, "mlflow_up") == 0,
+            60,
+            "the exporter to notice MLflow is down",
+        )
+        text = requests.get(f"{EXPORTER}/metrics", timeout=10).text
+        assert value(text, "mlflow_model_alias_version", model=MODEL, alias="champion") is not None
+    finally:
+        stack.compose("up", "--detach", "--wait", "mlflow-server")
+    _wait(
+        lambda: value(requests.get(f"{EXPORTER}/metrics", timeout=10).text, "mlflow_up") == 1,
+        60,
+        "the exporter to recover",
+    )
+    assert requests.post(f"{API}/predict", json=wine, timeout=10).status_code == 200
