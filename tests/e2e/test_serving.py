@@ -131,7 +131,7 @@ def test_a_new_champion_is_served_without_a_restart(stack: Stack) -> None:
     after = _champion(stack)
     assert int(after) > int(before)
     _wait(
-        lambda: requests.get(f"{API}/model", timeout=5).json()["version"] == after,
+        lambda: requests.get(f"{API}/model", timeout=5).json()["model_version"] == after,
         90,
         f"the API to serve v{after}",
     )
@@ -161,3 +161,12 @@ def test_predictions_and_metrics_survive_an_mlflow_outage(stack: Stack) -> None:
         "the exporter to recover",
     )
     assert requests.post(f"{API}/predict", json=wine, timeout=10).status_code == 200
+
+
+def test_the_pipeline_smoke_stage_passes_on_the_deployed_stack(stack: Stack) -> None:
+    """The Jenkinsfile's "Smoke test" and "Summary" stages, run as Jenkins runs them."""
+    result = stack.make("smoke", "summary")
+    assert "FAIL" not in result.stdout
+    for service in ("mlflow-server", "prediction-api", "mlflow-exporter", "prometheus"):
+        assert f"PASS  {service}" in result.stdout, service
+    assert f"champion wine-classifier v{_champion(stack)}" in result.stdout

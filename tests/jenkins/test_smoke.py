@@ -162,7 +162,7 @@ def test_bad_arguments_exit_2(tmp_path: Path) -> None:
     assert smoke(tmp_path, "--service", "unknown=http://x").returncode == 2
 
 
-def test_compose_mode_checks_the_services_compose_defines(
+def test_compose_mode_checks_the_services_compose_deployed(
     server: MlflowServer, trained_model: str, tmp_path: Path
 ) -> None:
     """``--compose`` asks ``docker compose`` (here a stand-in CLI) for services and ports."""
@@ -174,7 +174,7 @@ def test_compose_mode_checks_the_services_compose_defines(
         "#!/bin/sh\n"
         'echo "$*" >> "$(dirname "$0")/calls"\n'
         'case "$*" in\n'
-        '  *"config --services"*) printf "mlflow-db\\nmlflow-server\\nmodel-training\\n" ;;\n'
+        '  *"ps --all --services"*) printf "mlflow-db\\nmlflow-server\\n" ;;\n'
         f'  *"port mlflow-server 5000"*) echo "0.0.0.0:{port}" ;;\n'
         "  *) exit 1 ;;\n"
         "esac\n"
@@ -203,7 +203,7 @@ def test_compose_mode_checks_the_services_compose_defines(
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(lines_of(result.stdout, "PASS")) == 2
     calls = (bin_dir / "calls").read_text()
-    assert "compose --env-file stack.env config --services" in calls
+    assert "compose --env-file stack.env ps --all --services" in calls
     # A port published on every address is opened on the loopback address.
     summary = (tmp_path / "reports" / "summary.txt").read_text()
     assert f"mlflow-server http://127.0.0.1:{port}" in summary
