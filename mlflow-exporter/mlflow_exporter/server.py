@@ -8,10 +8,10 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
-from pydantic import ValidationError
 
 from mlflow_exporter.settings import ExporterSettings
 from wine_mlops.logs import configure_logging
+from wine_mlops.settings import load_settings
 
 log = logging.getLogger("mlflow_exporter")
 
@@ -85,12 +85,8 @@ def main() -> int:
     Returns:
         The exit code: 2 for invalid settings, otherwise gunicorn exits the process.
     """
-    try:
-        settings = ExporterSettings()
-    except ValidationError as exc:
-        configure_logging()
-        for error in exc.errors():
-            log.error("invalid setting %s: %s", ".".join(map(str, error["loc"])), error["msg"])
+    settings = load_settings(ExporterSettings)
+    if settings is None:
         return 2
     configure_logging(settings.log_level)
     # The MLflow client reads these from the environment. By default it retries a failed

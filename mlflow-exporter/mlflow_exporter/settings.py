@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
 
 from pydantic import Field, field_validator
-from pydantic_settings import NoDecode
 
-from wine_mlops.settings import MlflowSettings
+from wine_mlops.settings import CommaSeparated, MlflowSettings
 
 
 class ExporterSettings(MlflowSettings):
@@ -33,9 +31,7 @@ class ExporterSettings(MlflowSettings):
     refresh_interval_seconds: float = Field(
         default=15.0, gt=0, validation_alias="EXPORTER_REFRESH_INTERVAL"
     )
-    experiments: Annotated[tuple[str, ...], NoDecode] = Field(
-        default=(), validation_alias="EXPORTER_EXPERIMENTS"
-    )
+    experiments: CommaSeparated = Field(default=(), validation_alias="EXPORTER_EXPERIMENTS")
     # In a container the service listens on every interface; compose publishes it on 127.0.0.1.
     host: str = Field(default="0.0.0.0", validation_alias="EXPORTER_HOST")  # noqa: S104
     port: int = Field(default=8000, ge=1, le=65535, validation_alias="EXPORTER_PORT")
@@ -51,7 +47,6 @@ class ExporterSettings(MlflowSettings):
     mlflow_timeout_seconds: int = Field(
         default=10, ge=1, validation_alias="EXPORTER_MLFLOW_TIMEOUT"
     )
-    log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
 
     @field_validator("run_name_suffix")
     @classmethod
@@ -60,11 +55,4 @@ class ExporterSettings(MlflowSettings):
             re.compile(value)
         except re.error as exc:
             raise ValueError(f"not a regular expression: {exc}") from None
-        return value
-
-    @field_validator("experiments", mode="before")
-    @classmethod
-    def _split_names(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = tuple(n.strip() for n in value.split(",") if n.strip())
         return value

@@ -15,22 +15,20 @@ from pathlib import Path
 from urllib.parse import quote
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from wine_mlops.logs import configure_logging
+from wine_mlops.settings import ServiceSettings
 
 log = logging.getLogger("mlflow_server")
 
 
-class ServerSettings(BaseSettings):
+class ServerSettings(ServiceSettings):
     """Settings of the tracking server.
 
     Either ``MLFLOW_BACKEND_STORE_URI`` is set (e.g. ``sqlite:///mlflow.db`` for ``make dev``),
     or the PostgreSQL variables ``POSTGRES_USER``, ``POSTGRES_PASSWORD``, ``POSTGRES_DB``
     (and optionally ``POSTGRES_HOST``, ``POSTGRES_PORT``) are.
     """
-
-    model_config = SettingsConfigDict(extra="ignore")
 
     backend_store_uri: SecretStr | None = Field(default=None, alias="MLFLOW_BACKEND_STORE_URI")
     postgres_host: str = Field(default="mlflow-db", alias="POSTGRES_HOST")
@@ -53,7 +51,6 @@ class ServerSettings(BaseSettings):
         default=Path("/tmp/mlflow-prometheus"),  # noqa: S108 (private to the container)
         alias="MLFLOW_PROMETHEUS_DIR",
     )
-    log_level: str = Field(default="INFO", alias="LOG_LEVEL")
 
     @model_validator(mode="after")
     def _needs_a_store(self) -> ServerSettings:

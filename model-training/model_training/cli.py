@@ -12,12 +12,11 @@ import sys
 import warnings
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from model_training.candidates import CANDIDATES
 from model_training.data import DataValidationError, load_dataset
 from model_training.settings import TrainingSettings
 from wine_mlops.logs import configure_logging
+from wine_mlops.settings import load_settings
 from wine_mlops.tracking import TrackingServerUnavailableError
 
 log = logging.getLogger("model_training")
@@ -59,12 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         "WINE_CANDIDATES": args.candidates,
         "WINE_EXPERIMENT_NAME": args.experiment,
     }
-    try:
-        settings = TrainingSettings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        configure_logging()
-        for error in exc.errors():
-            log.error("invalid setting %s: %s", ".".join(map(str, error["loc"])), error["msg"])
+    settings = load_settings(
+        TrainingSettings, **{k: v for k, v in overrides.items() if v is not None}
+    )
+    if settings is None:
         return EXIT_INVALID_INPUT
     configure_logging(settings.log_level)
     # MLflow's hints about integer columns and ambiguous dataset sources do not apply here.

@@ -11,22 +11,17 @@ import logging
 import os
 import sys
 
-from pydantic import ValidationError
-
 from prediction_api.settings import ApiSettings
 from wine_mlops.logs import configure_logging
+from wine_mlops.settings import load_settings
 
 log = logging.getLogger("prediction_api")
 
 
 def main() -> int:
     """Reads the settings, builds the app and serves it until SIGTERM/SIGINT."""
-    try:
-        settings = ApiSettings()
-    except ValidationError as exc:
-        configure_logging()
-        for error in exc.errors():
-            log.error("invalid setting %s: %s", ".".join(map(str, error["loc"])), error["msg"])
+    settings = load_settings(ApiSettings)
+    if settings is None:
         return 2
     configure_logging(settings.log_level)
     # MLflow's HTTP client retries 7 times with backoff by default: minutes per look-up while

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from pydantic import Field, field_validator
-from pydantic_settings import NoDecode
 
 from wine_mlops.features import CLASS_NAMES
-from wine_mlops.settings import MlflowSettings
+from wine_mlops.settings import CommaSeparated, MlflowSettings
 
 
 class ApiSettings(MlflowSettings):
@@ -24,22 +21,12 @@ class ApiSettings(MlflowSettings):
     host: str = Field(default="0.0.0.0", validation_alias="API_HOST")  # noqa: S104 (container)
     port: int = Field(default=7654, ge=1, le=65535, validation_alias="API_PORT")
     model_alias: str | None = Field(default=None, validation_alias="WINE_MODEL_ALIAS")
-    class_names: Annotated[tuple[str, ...], NoDecode] = Field(
-        default=CLASS_NAMES, validation_alias="WINE_CLASS_NAMES"
-    )
+    class_names: CommaSeparated = Field(default=CLASS_NAMES, validation_alias="WINE_CLASS_NAMES")
     watch_interval_seconds: float = Field(
         default=30.0, gt=0, validation_alias="WINE_WATCH_INTERVAL_SECONDS"
     )
     batch_limit: int = Field(default=1000, ge=1, le=100_000, validation_alias="WINE_BATCH_LIMIT")
     max_body_bytes: int = Field(default=1_000_000, ge=1024, validation_alias="WINE_MAX_BODY_BYTES")
-    log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
-
-    @field_validator("class_names", mode="before")
-    @classmethod
-    def _split_names(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = tuple(n.strip() for n in value.split(",") if n.strip())
-        return value
 
     @field_validator("class_names")
     @classmethod
