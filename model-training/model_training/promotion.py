@@ -26,22 +26,31 @@ def decide(
     candidate: dict[str, float],
     champion: dict[str, float] | None,
     champion_version: str | None = None,
+    min_accuracy: float = 0.0,
 ) -> Decision:
     """Decides whether a candidate replaces the champion.
 
-    Both sets of metrics must come from the same test set. The candidate wins when its
-    (accuracy, macro F1, -log loss) key is at least the champion's; otherwise the champion
-    stays, so a better champion is never demoted.
+    Both sets of metrics must come from the same test set. A candidate below the accuracy
+    floor is never promoted. Otherwise it wins when its (accuracy, macro F1, -log loss) key
+    is at least the champion's; else the champion stays, so a better champion is never
+    demoted.
 
     Args:
         candidate: The candidate's test metrics.
         champion: The current champion's metrics on the same test set, or None if there is
             no champion yet.
         champion_version: The champion's version, for the message.
+        min_accuracy: The lowest test accuracy a champion may have (0 accepts any).
 
     Returns:
         The decision with a one-line reason.
     """
+    if candidate["accuracy"] < min_accuracy:
+        return Decision(
+            False,
+            f"candidate ({_describe(candidate)}) is below the accuracy floor {min_accuracy:.4f}; "
+            "it is not promoted",
+        )
     if champion is None:
         return Decision(True, f"no champion yet; candidate ({_describe(candidate)}) promoted")
     label = f"champion v{champion_version}" if champion_version else "champion"

@@ -224,7 +224,7 @@ def run_session(dataset: Dataset, settings: TrainingSettings) -> SessionResult:
         best, best_uri = max(results, key=lambda pair: pair[0].rank_key)
         log.info("best candidate of this session: %s", best.name)
         champion_version, champion = _champion_metrics(client, settings, split)
-        decision = decide(best.metrics, champion, champion_version)
+        decision = decide(best.metrics, champion, champion_version, settings.min_accuracy)
 
         registered = mlflow.register_model(
             best_uri,

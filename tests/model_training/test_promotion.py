@@ -27,6 +27,14 @@ def test_equal_candidate_is_promoted() -> None:
     assert decide(metrics(0.97), metrics(0.97), "1").promote
 
 
+def test_a_candidate_below_the_accuracy_floor_is_never_promoted() -> None:
+    first = decide(metrics(0.80), None, min_accuracy=0.9)
+    assert not first.promote
+    assert "below the accuracy floor 0.9000" in first.reason
+    assert not decide(metrics(0.85), metrics(0.70), "2", min_accuracy=0.9).promote
+    assert decide(metrics(0.95), metrics(0.70), "2", min_accuracy=0.9).promote
+
+
 def test_ties_are_broken_by_macro_f1_then_log_loss() -> None:
     assert not decide(metrics(0.97, f1_macro=0.95), metrics(0.97, f1_macro=0.96)).promote
     assert decide(metrics(0.97, f1_macro=0.96), metrics(0.97, f1_macro=0.95)).promote
