@@ -186,88 +186,110 @@ def run_session(dataset: Dataset, settings: TrainingSettings) -> SessionResult:
 
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name=session_name) as parent:
         workdir = Path(tmp)
-        tags = {"session": "training", "dataset_digest": dataset.digest}
-        commit = settings.git_commit or _git_commit()
-        tags |= {
-            k: v
-            for k, v in {
-                "git_commit": commit,
-                "ci_build_id": settings.build_id,
-                "ci_build_url": settings.build_url,
-            }.items()
-            if v
+        provenance = {
+            "git_commit": settings.git_commit or _git_commit(),
+            "ci_build_id": settings.build_id,
+            "ci_build_url": settings.build_url,
         }
-        mlflow.set_tags(tags)
+        mlflow.set_tags(
+            {"session": "training", "dataset_digest": dataset.digest}
+            | {k: v for k, v in provenance.items() if v}
+        )
         _log_dataset(dataset, settings, workdir)
-
-        results: list[tuple[Evaluation, str]] = []
-        for position, (name, estimator) in enumerate(estimators.items(), start=1):
-            log.info("[%d/%d] training %s", position, len(estimators), name)
-            with mlflow.start_run(run_name=name, nested=True):
-                mlflow.set_tags({"model_family": name, "dataset_digest": dataset.digest})
-                result = evaluate(name, estimator, split, settings.cv_folds, settings.seed)
-                uri = _log_candidate(result, split, workdir)
-            results.append((result, uri))
-            m = result.metrics
-            log.info(
-                "[%d/%d] %s: accuracy=%.4f f1_macro=%.4f log_loss=%.4f cv=%.4f±%.4f",
-                position,
-                len(estimators),
-                name,
-                m["accuracy"],
-                m["f1_macro"],
-                m["log_loss"],
-                m["cv_accuracy_mean"],
-                m["cv_accuracy_std"],
-            )
-
+        results = _train_candidates(estimators, dataset, split, settings, workdir)
         best, best_uri = max(results, key=lambda pair: pair[0].rank_key)
         log.info("best candidate of this session: %s", best.name)
-        champion_version, champion = _champion_metrics(client, settings, split)
-        decision = decide(best.metrics, champion, champion_version, settings.min_accuracy)
-
-        registered = mlflow.register_model(
-            best_uri,
-            settings.model_name,
-            tags={
-                "model_family": best.name,
-                "dataset_digest": dataset.digest,
-                **{k: f"{v:.6g}" for k, v in best.metrics.items()},
-            },
-        )
-        alias = settings.champion_alias if decision.promote else settings.challenger_alias
-        client.set_registered_model_alias(settings.model_name, alias, registered.version)
-        if decision.promote:
-            challenger = version_by_alias(client, settings.model_name, settings.challenger_alias)
-            if challenger is not None:  # an older loser is no longer the one to watch
-                client.delete_registered_model_alias(settings.model_name, settings.challenger_alias)
-        client.set_model_version_tag(
-            settings.model_name, registered.version, "promotion_reason", decision.reason
-        )
-        mlflow.set_tags(
-            {
-                "best_model": best.name,
-                "registered_version": registered.version,
-                "promotion": alias,
-                "promotion_reason": decision.reason,
-            }
-        )
-        mlflow.log_metrics({f"best_{k}": v for k, v in best.metrics.items()})
-        if champion is not None:
-            mlflow.log_metrics({f"champion_{k}": v for k, v in champion.items()})
-
-        log.info(
-            "registered %s version %s as %s: %s",
-            settings.model_name,
-            registered.version,
-            alias,
-            decision.reason,
-        )
+        version, decision = _register_and_promote(client, settings, best, best_uri, split, dataset)
         return SessionResult(
             parent_run_id=parent.info.run_id,
             experiment_id=parent.info.experiment_id,
             best=best.name,
-            version=registered.version,
+            version=version,
             decision=decision,
             metrics=best.metrics,
         )
+
+
+def _train_candidates(
+    estimators: dict[str, Any],
+    dataset: Dataset,
+    split: Split,
+    settings: TrainingSettings,
+    workdir: Path,
+) -> list[tuple[Evaluation, str]]:
+    """Evaluates and logs each candidate in its own nested run; returns them with model URIs."""
+    results: list[tuple[Evaluation, str]] = []
+    for position, (name, estimator) in enumerate(estimators.items(), start=1):
+        log.info("[%d/%d] training %s", position, len(estimators), name)
+        with mlflow.start_run(run_name=name, nested=True):
+            mlflow.set_tags({"model_family": name, "dataset_digest": dataset.digest})
+            result = evaluate(name, estimator, split, settings.cv_folds, settings.seed)
+            uri = _log_candidate(result, split, workdir)
+        results.append((result, uri))
+        m = result.metrics
+        log.info(
+            "[%d/%d] %s: accuracy=%.4f f1_macro=%.4f log_loss=%.4f cv=%.4f±%.4f",
+            position,
+            len(estimators),
+            name,
+            m["accuracy"],
+            m["f1_macro"],
+            m["log_loss"],
+            m["cv_accuracy_mean"],
+            m["cv_accuracy_std"],
+        )
+    return results
+
+
+def _register_and_promote(
+    client: MlflowClient,
+    settings: TrainingSettings,
+    best: Evaluation,
+    best_uri: str,
+    split: Split,
+    dataset: Dataset,
+) -> tuple[str, Decision]:
+    """Registers the session's best model, then moves ``champion`` only if it earned it.
+
+    The current champion is reloaded and scored on this session's test set first; the
+    decision and its reason go to the version's tags, the parent run and the log.
+    """
+    champion_version, champion = _champion_metrics(client, settings, split)
+    decision = decide(best.metrics, champion, champion_version, settings.min_accuracy)
+    registered = mlflow.register_model(
+        best_uri,
+        settings.model_name,
+        tags={
+            "model_family": best.name,
+            "dataset_digest": dataset.digest,
+            **{k: f"{v:.6g}" for k, v in best.metrics.items()},
+        },
+    )
+    alias = settings.champion_alias if decision.promote else settings.challenger_alias
+    client.set_registered_model_alias(settings.model_name, alias, registered.version)
+    if decision.promote:
+        challenger = version_by_alias(client, settings.model_name, settings.challenger_alias)
+        if challenger is not None:  # an older loser is no longer the one to watch
+            client.delete_registered_model_alias(settings.model_name, settings.challenger_alias)
+    client.set_model_version_tag(
+        settings.model_name, registered.version, "promotion_reason", decision.reason
+    )
+    mlflow.set_tags(
+        {
+            "best_model": best.name,
+            "registered_version": registered.version,
+            "promotion": alias,
+            "promotion_reason": decision.reason,
+        }
+    )
+    mlflow.log_metrics({f"best_{k}": v for k, v in best.metrics.items()})
+    if champion is not None:
+        mlflow.log_metrics({f"champion_{k}": v for k, v in champion.items()})
+    log.info(
+        "registered %s version %s as %s: %s",
+        settings.model_name,
+        registered.version,
+        alias,
+        decision.reason,
+    )
+    return registered.version, decision
