@@ -11,6 +11,7 @@ Usage: python tools/dev.py [--port 5000] [--api-port 7654] [--state-dir .dev] [-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -33,6 +34,21 @@ def _start(name: str, args: list[str], env: dict[str, str], logs: Path) -> subpr
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stops a service and its workers (its process group), by force after 20 s."""
+    with contextlib.suppress(ProcessLookupError):  # it may have exited already
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def main() -> int:
@@ -112,14 +128,16 @@ def main() -> int:
         return 0
     except KeyboardInterrupt:
         return 0
+    except (RuntimeError, TimeoutError) as exc:  # a service did not come up
+        failed = next((n for n, p in processes.items() if p.poll() is not None), None)
+        log.error("%s", exc)
+        if failed:
+            log.error("%s stopped; its log:\n%s", failed, _tail(state / "logs" / f"{failed}.log"))
+        return 1
     finally:
         for name, process in processes.items():
             log.info("stopping %s", name)
-            os.killpg(process.pid, signal.SIGTERM)  # the server and its workers
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+            _stop(process)
 
 
 if __name__ == "__main__":

@@ -21,11 +21,22 @@ from wine_mlops.healthcheck import wait_until_healthy
 REPO = Path(__file__).resolve().parents[2]
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on now and this process never handed out.
+
+    The kernel may offer the same free port twice in a row; remembering the ports already
+    given keeps two servers of one test from being told to share a port.
+    """
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def stop(process: subprocess.Popen, timeout: float = 15.0) -> None:
