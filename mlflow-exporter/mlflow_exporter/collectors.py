@@ -22,7 +22,21 @@ from mlflow_exporter.snapshot import DROP_KINDS
 StateReader = Callable[[], ExporterState]
 
 
-class RunCollector(Collector):
+class _SnapshotCollector(Collector):
+    """Base of the collectors whose families are fixed: ``describe()`` reads no state."""
+
+    def __init__(self, state: StateReader) -> None:
+        self._state = state
+
+    def _families(self) -> tuple[Metric, ...]:
+        raise NotImplementedError
+
+    def describe(self) -> Iterator[Metric]:
+        """The metric families, without samples (does not read the state)."""
+        yield from self._families()
+
+
+class RunCollector(_SnapshotCollector):
     """Runs: the latest finished run of each (experiment, run name) and run counts.
 
     Exposition (one series per experiment, run name and sanitised metric key; a run name
@@ -38,9 +52,6 @@ class RunCollector(Collector):
         # TYPE mlflow_experiment_runs gauge
         mlflow_experiment_runs{experiment="wine-classifier",status="FINISHED"} 12.0
     """
-
-    def __init__(self, state: StateReader) -> None:
-        self._state = state
 
     def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
         return (
@@ -62,10 +73,6 @@ class RunCollector(Collector):
             ),
         )
 
-    def describe(self) -> Iterator[Metric]:
-        """The metric families, without samples (does not read the state)."""
-        yield from self._families()
-
     def collect(self) -> Iterator[Metric]:
         """The families with one sample per series of the current snapshot."""
         snapshot = self._state().snapshot
@@ -83,7 +90,7 @@ class RunCollector(Collector):
         yield from (metrics, starts, counts)
 
 
-class RegistryCollector(Collector):
+class RegistryCollector(_SnapshotCollector):
     """The model registry: aliases, the metrics of the runs behind them, version counts.
 
     Exposition::
@@ -101,9 +108,6 @@ class RegistryCollector(Collector):
         # TYPE mlflow_model_versions gauge
         mlflow_model_versions{model="wine-classifier"} 6.0
     """
-
-    def __init__(self, state: StateReader) -> None:
-        self._state = state
 
     def _families(self) -> tuple[GaugeMetricFamily, ...]:
         return (
@@ -128,10 +132,6 @@ class RegistryCollector(Collector):
                 labels=["model"],
             ),
         )
-
-    def describe(self) -> Iterator[Metric]:
-        """The metric families, without samples (does not read the state)."""
-        yield from self._families()
 
     def collect(self) -> Iterator[Metric]:
         """The families with one sample per model and alias of the current snapshot."""
