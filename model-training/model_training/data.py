@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ class Dataset:
     target: pd.Series
     source: str
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
         """A short SHA-256 of the content, so runs on the same data can be grouped."""
         frame = self.features.assign(**{TARGET: self.target})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,10 +41,10 @@ class Evaluation:
     name: str
     model: Any
     metrics: dict[str, float]
+    predictions: np.ndarray  # of the test set
     confusion: np.ndarray
     report: str
     feature_importances: pd.Series | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rank_key(self) -> tuple[float, float, float]:
@@ -72,8 +72,10 @@ def score_on_test_set(model: Any, x_test: pd.DataFrame, y_test: pd.Series) -> di
     Returns:
         accuracy, weighted and macro precision/recall/F1, log loss and one-vs-rest ROC AUC.
     """
-    predicted = model.predict(x_test)
-    proba = model.predict_proba(x_test)
+    return _scores(y_test, model.predict(x_test), model.predict_proba(x_test))
+
+
+def _scores(y_test: pd.Series, predicted: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     metrics = {"accuracy": float(accuracy_score(y_test, predicted))}
     for average in ("weighted", "macro"):
         kwargs = {"average": average, "zero_division": 0}
@@ -120,19 +122,20 @@ def evaluate(name: str, estimator: Any, split: Split, cv_folds: int, seed: int) 
     model.fit(split.x_train, split.y_train)
     fit_seconds = time.perf_counter() - start
 
-    metrics = score_on_test_set(model, split.x_test, split.y_test)
+    predicted = model.predict(split.x_test)
+    metrics = _scores(split.y_test, predicted, model.predict_proba(split.x_test))
     metrics["cv_accuracy_mean"] = float(cv_scores.mean())
     metrics["cv_accuracy_std"] = float(cv_scores.std())
     metrics["fit_time_seconds"] = fit_seconds
     metrics["predict_time_per_row_seconds"] = _prediction_seconds_per_row(model, split.x_test)
 
-    predicted = model.predict(split.x_test)
     inner = model.steps[-1][1] if hasattr(model, "steps") else model
     importances = getattr(inner, "feature_importances_", None)
     return Evaluation(
         name=name,
         model=model,
         metrics=metrics,
+        predictions=predicted,
         confusion=confusion_matrix(split.y_test, predicted, labels=list(CLASS_IDS)),
         report=classification_report(
             split.y_test, predicted, labels=list(CLASS_IDS), zero_division=0

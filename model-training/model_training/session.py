@@ -134,7 +134,7 @@ def _log_candidate(result: Evaluation, split: Split, workdir: Path) -> str:
     info = mlflow.sklearn.log_model(
         result.model,
         name="model",
-        signature=infer_signature(split.x_test, result.model.predict(split.x_test)),
+        signature=infer_signature(split.x_test, result.predictions),
         input_example=split.x_test.head(3),
         skops_trusted_types=trusted,
         pip_requirements=list(model_requirements()),
