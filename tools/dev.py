@@ -1,17 +1,17 @@
 """``make dev``: the stack's Python services as local processes, without Docker.
 
 Starts the MLflow tracking server on an embedded SQLite file with a local artifact folder
-(both under ``.dev/``), waits until it is healthy, runs one training session, starts the
-prediction API, prints the URLs, and keeps the services running until Ctrl-C (or stops once
-everything answered, with ``--once``).
+(both under ``.dev/``) and the exporter, waits until they are healthy, runs one training
+session, starts the prediction API, prints the URLs, and keeps the services running until
+Ctrl-C (or stops once everything answered, with ``--once``).
 
-Usage: python tools/dev.py [--port 5000] [--api-port 7654] [--state-dir .dev] [--once]
+Usage: python tools/dev.py [--port 5000] [--api-port 7654] [--exporter-port 8000]
+       [--state-dir .dev] [--once]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import signal
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from wine_mlops.healthcheck import wait_until_healthy
 from wine_mlops.logs import configure_logging
+from wine_mlops.processes import stop_process_group
 
 log = logging.getLogger("dev")
 
@@ -38,17 +39,6 @@ def _start(name: str, args: list[str], env: dict[str, str], logs: Path) -> subpr
 
 def _tail(path: Path, lines: int = 20) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stops a service and its workers (its process group), by force after 20 s."""
-    with contextlib.suppress(ProcessLookupError):  # it may have exited already
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
 
 
 def main() -> int:
@@ -137,7 +127,7 @@ def main() -> int:
     finally:
         for name, process in processes.items():
             log.info("stopping %s", name)
-            _stop(process)
+            stop_process_group(process, timeout=20)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wine_mlops.healthcheck import wait_until_healthy
+from wine_mlops.processes import stop_process_group as stop  # the tests' name for it
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,20 +38,6 @@ def free_port() -> int:
         if port not in _HANDED_OUT:
             _HANDED_OUT.add(port)
             return port
-
-
-def stop(process: subprocess.Popen, timeout: float = 15.0) -> None:
-    """Stops a process group politely, then by force."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, 15)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, 9)
-        process.wait(timeout)
 
 
 @dataclass
