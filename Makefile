@@ -11,11 +11,18 @@ REPORTS ?= reports
 MLFLOW_TRACKING_URI ?= http://127.0.0.1:5000
 COMPOSE := docker compose --env-file $(ENV_FILE)
 
+# Long-running services of the stack (model-training is a one-shot job). The serving ones
+# are started after training: they are ready only once a champion model exists.
+SERVICES := mlflow-db mlflow-server mlflow-exporter prometheus grafana
+SERVING := prediction-api
+
 # AIRGAP=1: build and use local stand-ins of the upstream base images (airgap/build.sh),
-# for machines without a container registry. Grafana and Jenkins have none.
+# for machines without a container registry. Grafana and Jenkins have none: no Debian or
+# PyPI package exists for them, so Grafana is left out (and `make deploy` says so).
 AIRGAP ?= 0
 export AIRGAP
 ifeq ($(AIRGAP),1)
+SERVICES := $(filter-out grafana,$(SERVICES))
 export PYTHON_IMAGE := wine-mlops-airgap/python:3.11
 export POSTGRES_IMAGE := wine-mlops-airgap/postgres:15
 export PROMETHEUS_IMAGE := wine-mlops-airgap/prometheus:2
@@ -25,15 +32,6 @@ AIRGAP_DEPS := airgap-images
 endif
 GIT_COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
 export GIT_COMMIT
-
-# Long-running services of the stack (model-training is a one-shot job). The serving ones
-# are started after training: they are ready only once a champion model exists.
-SERVICES := mlflow-db mlflow-server mlflow-exporter prometheus grafana
-SERVING := prediction-api
-ifeq ($(AIRGAP),1)
-# No Debian or PyPI package exists for Grafana: no stand-in, so it is left out (and said so).
-SERVICES := $(filter-out grafana,$(SERVICES))
-endif
 
 .PHONY: help install lock env lint test e2e bench up build train-stack train dev urls down \
         destroy-data logs ps airgap-images clean dashboards
