@@ -6,7 +6,26 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.processes import MlflowServer, postgres_server, start_mlflow_server, stop
+from tests.support.processes import (
+    MlflowServer,
+    auth_env,
+    postgres_server,
+    start_mlflow_server,
+    stop,
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _mlflow_admin_login() -> Iterator[None]:
+    """MLflow clients of the test session (and processes it starts) log in as the admin.
+
+    Every test server runs MLflow's basic-auth; tests of least privilege pass the service
+    users' logins explicitly.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in auth_env("admin").items():
+            patch.setenv(key, value)
+        yield
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])

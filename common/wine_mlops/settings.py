@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BeforeValidator, Field, ValidationError
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from wine_mlops.logs import configure_logging
 
@@ -23,12 +31,63 @@ def _split_commas(value: object) -> object:
 CommaSeparated = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_commas)]
 
 
+class SecretFileError(ValueError):
+    """A ``VAR_FILE`` variable names a file that cannot be read."""
+
+
+def _env_name(field_name: str, field: FieldInfo) -> str:
+    alias = field.validation_alias if isinstance(field.validation_alias, str) else field.alias
+    return alias or field_name.upper()
+
+
+class FileSecretsSource(PydanticBaseSettingsSource):
+    """Reads a setting ``VAR`` from the file that ``VAR_FILE`` names (Docker secrets).
+
+    This is the convention of the official images (``POSTGRES_PASSWORD_FILE``): compose mounts
+    each secret as a file under ``/run/secrets/``, so that passwords never appear among a
+    container's environment variables (``docker inspect``). One trailing newline is dropped.
+    """
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: :meth:`__call__` reads every field at once."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for field_name, field in self.settings_cls.model_fields.items():
+            name = _env_name(field_name, field)
+            path = os.environ.get(f"{name}_FILE")
+            if not path:
+                continue
+            try:
+                values[name] = Path(path).read_text().removesuffix("\n")
+            except OSError as exc:
+                raise SecretFileError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
+        return values
+
+
 class ServiceSettings(BaseSettings):
-    """What every service reads: ``LOG_LEVEL``. Unknown variables are ignored."""
+    """What every service reads: ``LOG_LEVEL``. Unknown variables are ignored.
+
+    Every setting ``VAR`` can also come from a file named by ``VAR_FILE`` (how compose hands
+    out secrets); a plain ``VAR`` in the environment takes precedence.
+    """
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Values from the constructor, then the environment, then ``VAR_FILE`` files."""
+        return init_settings, env_settings, FileSecretsSource(settings_cls)
 
 
 class MlflowSettings(ServiceSettings):
@@ -36,7 +95,9 @@ class MlflowSettings(ServiceSettings):
 
     Environment variables: ``MLFLOW_TRACKING_URI``, ``WINE_EXPERIMENT_NAME``,
     ``WINE_MODEL_NAME``, ``WINE_CHAMPION_ALIAS``, ``WINE_CHALLENGER_ALIAS``,
-    ``WINE_MLFLOW_CONNECT_ATTEMPTS``, ``WINE_MLFLOW_CONNECT_MAX_BACKOFF``.
+    ``WINE_MLFLOW_CONNECT_ATTEMPTS``, ``WINE_MLFLOW_CONNECT_MAX_BACKOFF``, and the service's
+    MLflow login ``MLFLOW_TRACKING_USERNAME`` with ``MLFLOW_TRACKING_PASSWORD`` (or
+    ``MLFLOW_TRACKING_PASSWORD_FILE``).
     """
 
     tracking_uri: str = Field(
@@ -50,6 +111,22 @@ class MlflowSettings(ServiceSettings):
     connect_max_backoff_seconds: float = Field(
         default=8.0, gt=0, validation_alias="WINE_MLFLOW_CONNECT_MAX_BACKOFF"
     )
+    tracking_username: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_USERNAME")
+    tracking_password: SecretStr | None = Field(
+        default=None, validation_alias="MLFLOW_TRACKING_PASSWORD"
+    )
+
+    def use_credentials(self) -> None:
+        """Hands the service's MLflow login to MLflow's HTTP client.
+
+        MLflow's client reads ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` from
+        the process environment on every request; when the password came from a file, this
+        puts it there (in this process only, never in the container's configuration). Call
+        it once at start-up, before the first MLflow request.
+        """
+        if self.tracking_username and self.tracking_password is not None:
+            os.environ["MLFLOW_TRACKING_USERNAME"] = self.tracking_username
+            os.environ["MLFLOW_TRACKING_PASSWORD"] = self.tracking_password.get_secret_value()
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
@@ -71,4 +148,8 @@ def load_settings(settings_type: type[SettingsT], **values: Any) -> SettingsT | 
         configure_logging()
         for error in exc.errors():
             log.error("invalid setting %s: %s", ".".join(map(str, error["loc"])), error["msg"])
+        return None
+    except SecretFileError as exc:
+        configure_logging()
+        log.error("invalid setting %s", exc)
         return None

@@ -21,16 +21,41 @@ class TrackingServerUnavailableError(RuntimeError):
     """The MLflow tracking server did not answer within the allowed attempts."""
 
 
-def wait_for_tracking_server(settings: MlflowSettings) -> None:
-    """Waits until the tracking server answers ``GET /health``, with bounded backoff.
+class TrackingServerLoginError(TrackingServerUnavailableError):
+    """The MLflow tracking server refused this service's login (HTTP 401)."""
 
-    A ``file:`` or database tracking URI needs no server and returns at once.
+
+def _check_login(uri: str, settings: MlflowSettings) -> None:
+    """Raises :class:`TrackingServerLoginError` when the server refuses the login."""
+    password = settings.tracking_password
+    auth = (
+        (settings.tracking_username, password.get_secret_value())
+        if settings.tracking_username and password is not None
+        else None
+    )
+    response = requests.get(
+        f"{uri}/api/2.0/mlflow/experiments/search", params={"max_results": 1}, auth=auth, timeout=10
+    )
+    if response.status_code == 401:
+        who = f"user {settings.tracking_username!r}" if auth else "an anonymous client"
+        raise TrackingServerLoginError(
+            f"MLflow at {uri} refused the login of {who} (HTTP 401): set MLFLOW_TRACKING_USERNAME"
+            " and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_PASSWORD_FILE) to a valid login"
+        )
+
+
+def wait_for_tracking_server(settings: MlflowSettings) -> None:
+    """Waits until the tracking server answers ``GET /health``, then checks the login.
+
+    Retries with bounded backoff. A ``file:`` or database tracking URI needs no server and
+    returns at once.
 
     Args:
         settings: The MLflow settings (URI, number of attempts, longest pause).
 
     Raises:
         TrackingServerUnavailableError: When every attempt failed.
+        TrackingServerLoginError: When the server answers but refuses the login.
     """
     uri = settings.tracking_uri.rstrip("/")
     if not uri.startswith(("http://", "https://")):
@@ -41,6 +66,7 @@ def wait_for_tracking_server(settings: MlflowSettings) -> None:
         try:
             response = requests.get(f"{uri}/health", timeout=5)
             if response.ok:
+                _check_login(uri, settings)
                 return
             last_error = f"HTTP {response.status_code}"
         except requests.RequestException as exc:

@@ -89,6 +89,7 @@ def main() -> int:
     if settings is None:
         return 2
     configure_logging(settings.log_level)
+    settings.use_credentials()
     # The MLflow client reads these from the environment. By default it retries a failed
     # request for minutes; an exporter must not block its refresher that long: the next
     # refresh is the retry. An operator's own MLFLOW_HTTP_REQUEST_MAX_RETRIES is kept.

@@ -1,5 +1,7 @@
-"""``python -m mlflow_server`` starts the tracking server."""
+"""``python -m mlflow_server`` starts the tracking server (see :mod:`mlflow_server.launch`)."""
+
+import sys
 
 from mlflow_server.launch import main
 
-main()
+sys.exit(main())

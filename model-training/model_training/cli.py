@@ -1,7 +1,7 @@
 """Command line of the training job: ``wine-train`` or ``python -m model_training``.
 
 Exit codes: 0 done, 2 invalid data or arguments (nothing logged to MLflow),
-3 MLflow unreachable, 1 any other failure.
+3 MLflow unreachable, 1 any other failure (e.g. a champion that cannot be loaded safely).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ log = logging.getLogger("model_training")
 
 EXIT_INVALID_INPUT = 2
 EXIT_MLFLOW_UNREACHABLE = 3
+EXIT_FAILURE = 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,11 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     if settings is None:
         return EXIT_INVALID_INPUT
     configure_logging(settings.log_level)
+    settings.use_credentials()
     # MLflow's hints about integer columns and ambiguous dataset sources do not apply here.
     warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
     warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
 
-    from model_training.session import run_session  # heavy imports only once input is valid
+    # heavy imports only once input is valid
+    from model_training.session import ChampionRefusedError, run_session
 
     try:
         dataset = load_dataset(settings.data_path)
@@ -81,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrackingServerUnavailableError as exc:
         log.error("%s", exc)
         return EXIT_MLFLOW_UNREACHABLE
+    except ChampionRefusedError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILURE
     log.info(
         "done: %s v%s is %s; compare the runs at %s/#/experiments/%s/runs/%s",
         settings.model_name,

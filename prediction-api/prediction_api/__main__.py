@@ -24,6 +24,7 @@ def main() -> int:
     if settings is None:
         return 2
     configure_logging(settings.log_level)
+    settings.use_credentials()
     # MLflow's HTTP client retries 7 times with backoff by default: minutes per look-up while
     # the server is down. The watcher retries on its own schedule, so fail fast instead.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")

@@ -163,13 +163,35 @@ def postgres_server() -> Iterator[PostgresServer]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+#: The MLflow logins of every test server of this session (basic-auth is always on). The
+#: session's own MLflow clients log in as the admin (tests/conftest.py); tests of least
+#: privilege log in as the service users.
+TEST_PASSWORDS: dict[str, str] = {
+    name: secrets.token_urlsafe(18)
+    for name in ("admin", "trainer", "prediction-api", "mlflow-exporter")
+}
+
+
+def auth_env(user: str = "admin") -> dict[str, str]:
+    """The MLflow client variables that log in as one of the test users."""
+    return {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": TEST_PASSWORDS[user]}
+
+
 @dataclass
 class MlflowServer:
-    """A running ``mlflow server`` started through the stack's launcher."""
+    """A running ``mlflow server`` (basic-auth) started through the stack's launcher.
+
+    Attributes:
+        url: The tracking server (UI, REST API, artifact proxy).
+        ops_url: The launcher's ops endpoints (``/readyz``, ``/metrics``), no login.
+        process: The launcher process.
+        log_path: Its combined output.
+    """
 
     url: str
     process: subprocess.Popen
     log_path: Path
+    ops_url: str = ""
 
     def log(self) -> str:
         """What the server printed so far."""
@@ -177,38 +199,57 @@ class MlflowServer:
 
 
 def start_mlflow_server(
-    workdir: Path, store_env: dict[str, str], port: int | None = None
+    workdir: Path,
+    store_env: dict[str, str],
+    port: int | None = None,
+    ops_port: int | None = None,
 ) -> MlflowServer:
     """Starts the tracking server on 127.0.0.1 with artifacts under ``workdir``.
 
+    Returns once the launcher is ready: the server answers and the users of
+    :data:`TEST_PASSWORDS` exist with their grants.
+
     Args:
-        workdir: Folder for artifacts, metrics files and the log.
-        store_env: Variables choosing the backend store (``MLFLOW_BACKEND_STORE_URI`` or
-            the ``POSTGRES_*`` set), plus any other server setting (e.g. ``MLFLOW_WORKERS``).
+        workdir: Folder for artifacts, metrics files, the auth database (SQLite stores) and
+            the log.
+        store_env: Variables choosing the stores (``MLFLOW_BACKEND_STORE_URI``, or the
+            PostgreSQL set), plus any other server setting (e.g. ``MLFLOW_WORKERS``).
         port: The port, or a free one.
+        ops_port: The ops port, or a free one.
     """
     port = port or free_port()
+    ops_port = ops_port or free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "POSTGRES_"))},
+        "MLFLOW_ADMIN_PASSWORD": TEST_PASSWORDS["admin"],
+        "MLFLOW_TRAINER_PASSWORD": TEST_PASSWORDS["trainer"],
+        "MLFLOW_PREDICTION_API_PASSWORD": TEST_PASSWORDS["prediction-api"],
+        "MLFLOW_EXPORTER_PASSWORD": TEST_PASSWORDS["mlflow-exporter"],
+        "MLFLOW_FLASK_SECRET_KEY": secrets.token_urlsafe(24),
         **store_env,
         "MLFLOW_HOST": "127.0.0.1",
         "MLFLOW_PORT": str(port),
+        "MLFLOW_OPS_PORT": str(ops_port),
         "MLFLOW_ARTIFACTS_DESTINATION": str(workdir / "artifacts"),
         "MLFLOW_PROMETHEUS_DIR": str(workdir / "prometheus"),
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
+    if "MLFLOW_BACKEND_STORE_URI" in store_env:
+        env.setdefault("MLFLOW_AUTH_DATABASE_URI", f"sqlite:///{workdir / 'auth.db'}")
     log_path = workdir / "mlflow-server.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "mlflow_server"],
         env=env,
         cwd=workdir,
-        stdout=open(log_path, "wb"),  # noqa: SIM115 (the child keeps it)
+        stdout=open(log_path, "ab"),  # noqa: SIM115 (the child keeps it)
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    server = MlflowServer(f"http://127.0.0.1:{port}", process, log_path)
+    server = MlflowServer(
+        f"http://127.0.0.1:{port}", process, log_path, f"http://127.0.0.1:{ops_port}"
+    )
     try:
-        wait_until_healthy(f"{server.url}/health", timeout=90, process=process)
+        wait_until_healthy(f"{server.ops_url}/readyz", timeout=120, process=process)
     except Exception:
         stop(process)
         raise RuntimeError(f"MLflow server did not start:\n{server.log()}") from None
