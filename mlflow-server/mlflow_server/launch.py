@@ -95,12 +95,12 @@ class ServerSettings(ServiceSettings):
 
     @model_validator(mode="after")
     def _needs_stores(self) -> ServerSettings:
-        if self.backend_store_uri is None or self.auth_database_uri is None:
-            if not (self.db_user and self.db_password):
-                raise ValueError(
-                    "set MLFLOW_DB_USER and MLFLOW_DB_PASSWORD (PostgreSQL), or both "
-                    "MLFLOW_BACKEND_STORE_URI and MLFLOW_AUTH_DATABASE_URI"
-                )
+        sqlite_only = self.backend_store_uri is not None and self.auth_database_uri is not None
+        if not sqlite_only and not (self.db_user and self.db_password):
+            raise ValueError(
+                "set MLFLOW_DB_USER and MLFLOW_DB_PASSWORD (PostgreSQL), or both "
+                "MLFLOW_BACKEND_STORE_URI and MLFLOW_AUTH_DATABASE_URI"
+            )
         for password in (
             self.admin_password,
             self.trainer_password,
@@ -251,7 +251,9 @@ class Supervisor:
             log.info("starting: %s", " ".join(command))
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, self._forward)
-            self.child = subprocess.Popen(command, env=settings.server_environment(config))
+            self.child = subprocess.Popen(  # noqa: S603 (fixed argv, no shell)
+                command, env=settings.server_environment(config)
+            )
             ops = OpsServer(settings.host, settings.ops_port, settings.prometheus_dir, self)
             ops.start()
             threading.Thread(target=self._provision, name="provision", daemon=True).start()

@@ -62,7 +62,7 @@ class OpsServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 """Silent: Prometheus and the healthcheck poll these paths all the time."""
 
         self._server = ThreadingHTTPServer((host, port), Handler)

@@ -20,6 +20,7 @@ Re-running it changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -71,10 +72,8 @@ def _ensure_grant(
 
     if auth.get_user_permission(user, resource_type, resource_id).permission == permission:
         return False
-    try:
+    with contextlib.suppress(MlflowException):  # nothing granted directly yet
         auth.revoke_user_permission(user, resource_type, resource_id)
-    except MlflowException:
-        pass  # nothing granted directly yet
     auth.grant_user_permission(user, resource_type, resource_id, permission)
     return True
 

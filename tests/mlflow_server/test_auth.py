@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+
 import mlflow
 import pytest
 import requests

@@ -18,6 +18,11 @@ USERS = {
 }
 
 
+def _settings() -> ServerSettings:
+    """The settings from the environment (mypy cannot see that they come from there)."""
+    return ServerSettings()  # type: ignore[call-arg]
+
+
 @pytest.fixture(autouse=True)
 def _users(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_AUTH_DATABASE_URI", "POSTGRES_USER"):
@@ -29,7 +34,7 @@ def _users(monkeypatch: pytest.MonkeyPatch) -> None:
 def _postgres(monkeypatch: pytest.MonkeyPatch, password: str) -> ServerSettings:
     monkeypatch.setenv("MLFLOW_DB_USER", "mlflow_app")
     monkeypatch.setenv("MLFLOW_DB_PASSWORD", password)
-    return ServerSettings()
+    return _settings()
 
 
 def test_postgres_uris_escape_the_password_and_keep_it_off_the_command(
@@ -78,7 +83,7 @@ def test_secrets_reach_the_server_process_only(
 
 def test_missing_store_settings_fail_with_a_clear_message() -> None:
     with pytest.raises(ValidationError, match="MLFLOW_DB_PASSWORD"):
-        ServerSettings()
+        _settings()
 
 
 def test_a_missing_user_password_fails(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -98,7 +103,7 @@ def test_command_runs_basic_auth_serves_artifacts_and_metrics_with_one_worker(
 ) -> None:
     monkeypatch.setenv("MLFLOW_BACKEND_STORE_URI", "sqlite:///x.db")
     monkeypatch.setenv("MLFLOW_AUTH_DATABASE_URI", "sqlite:///auth.db")
-    command = ServerSettings().command()
+    command = _settings().command()
     assert command[command.index("--app-name") + 1] == "basic-auth"
     assert "--serve-artifacts" in command
     assert command[command.index("--workers") + 1] == "1"
