@@ -1,9 +1,9 @@
 """``make dev``: the stack's Python services as local processes, without Docker.
 
-Starts the MLflow tracking server on an embedded SQLite file with a local artifact folder
-(both under ``.dev/``) and the exporter, waits until they are healthy, runs one training
-session, starts the prediction API, prints the URLs, and keeps the services running until
-Ctrl-C (or stops once everything answered, with ``--once``).
+Starts the MLflow tracking server (with basic-auth, as in the stack) on embedded SQLite files
+with a local artifact folder (all under ``.dev/``) and the exporter, waits until they are
+healthy, runs one training session, starts the prediction API, prints the URLs, and keeps
+the services running until Ctrl-C (or stops once everything answered, with ``--once``).
 
 Usage: python tools/dev.py [--port 5000] [--api-port 7654] [--exporter-port 8000]
        [--state-dir .dev] [--once]
@@ -12,8 +12,10 @@ Usage: python tools/dev.py [--port 5000] [--api-port 7654] [--exporter-port 8000
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -37,6 +39,30 @@ def _start(name: str, args: list[str], env: dict[str, str], logs: Path) -> subpr
     )
 
 
+#: The MLflow logins of the dev stack, made once per state folder and kept there (the admin
+#: password is stored in the auth database on first start).
+_LOGINS = (
+    "MLFLOW_ADMIN_PASSWORD",
+    "MLFLOW_TRAINER_PASSWORD",
+    "MLFLOW_PREDICTION_API_PASSWORD",
+    "MLFLOW_EXPORTER_PASSWORD",
+    "MLFLOW_FLASK_SECRET_KEY",
+)
+
+
+def _logins(state: Path) -> dict[str, str]:
+    """The dev stack's passwords, from ``state/logins.json`` (created with random values)."""
+    path = state / "logins.json"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(json.dumps({name: secrets.token_urlsafe(24) for name in _LOGINS}))
+    return dict(json.loads(path.read_text()))
+
+
+def _as_user(env: dict[str, str], user: str, password_key: str) -> dict[str, str]:
+    return {**env, "MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": env[password_key]}
+
+
 def _tail(path: Path, lines: int = 20) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
@@ -48,6 +74,9 @@ def main() -> int:
     parser.add_argument(
         "--exporter-port", type=int, default=int(os.environ.get("EXPORTER_PORT", "8000"))
     )
+    parser.add_argument(
+        "--ops-port", type=int, default=int(os.environ.get("MLFLOW_OPS_PORT", "5001"))
+    )
     parser.add_argument("--state-dir", type=Path, default=Path(".dev"))
     parser.add_argument("--once", action="store_true", help="stop after the training session")
     args = parser.parse_args()
@@ -56,9 +85,13 @@ def main() -> int:
     state = args.state_dir.resolve()
     (state / "logs").mkdir(parents=True, exist_ok=True)
     tracking_uri = f"http://127.0.0.1:{args.port}"
+    logins = _logins(state)
     env = {
         **os.environ,
+        **logins,
         "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{state / 'mlflow.db'}",
+        "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{state / 'auth.db'}",
+        "MLFLOW_OPS_PORT": str(args.ops_port),
         "MLFLOW_ARTIFACTS_DESTINATION": str(state / "artifacts"),
         "MLFLOW_PROMETHEUS_DIR": str(state / "mlflow-prometheus"),
         "MLFLOW_HOST": "127.0.0.1",
@@ -71,14 +104,16 @@ def main() -> int:
     }
     try:
         wait_until_healthy(
-            f"{tracking_uri}/health", timeout=120, process=processes["mlflow-server"]
+            f"http://127.0.0.1:{args.ops_port}/readyz",
+            timeout=120,
+            process=processes["mlflow-server"],
         )
         exporter_url = f"http://127.0.0.1:{args.exporter_port}"
         processes["mlflow-exporter"] = _start(
             "mlflow-exporter",
             ["-m", "mlflow_exporter"],
             {
-                **env,
+                **_as_user(env, "mlflow-exporter", "MLFLOW_EXPORTER_PASSWORD"),
                 "EXPORTER_HOST": "127.0.0.1",
                 "EXPORTER_PORT": str(args.exporter_port),
                 "EXPORTER_REFRESH_INTERVAL": "5",
@@ -89,7 +124,11 @@ def main() -> int:
             f"{exporter_url}/healthz", timeout=60, process=processes["mlflow-exporter"]
         )
         log.info("mlflow-server and mlflow-exporter are healthy; training")
-        training = subprocess.run([sys.executable, "-m", "model_training"], env=env, check=False)
+        training = subprocess.run(
+            [sys.executable, "-m", "model_training"],
+            env=_as_user(env, "trainer", "MLFLOW_TRAINER_PASSWORD"),
+            check=False,
+        )
         if training.returncode != 0:
             log.error("training failed with exit code %d", training.returncode)
             return training.returncode
@@ -97,14 +136,19 @@ def main() -> int:
         processes["prediction-api"] = _start(
             "prediction-api",
             ["-m", "prediction_api"],
-            {**env, "API_HOST": "127.0.0.1", "API_PORT": str(args.api_port)},
+            {
+                **_as_user(env, "prediction-api", "MLFLOW_PREDICTION_API_PASSWORD"),
+                "API_HOST": "127.0.0.1",
+                "API_PORT": str(args.api_port),
+            },
             state / "logs",
         )
         wait_until_healthy(f"{api_url}/readyz", timeout=120, process=processes["prediction-api"])
         log.info(
-            "ready:\n  MLflow UI        %s\n  prediction form  %s/\n  API docs         %s/docs"
-            "\n  exporter         %s/metrics\n  state            %s",
+            "ready:\n  MLflow UI        %s  (user admin, password in %s)\n  prediction form  %s/"
+            "\n  API docs         %s/docs\n  exporter         %s/metrics\n  state            %s",
             tracking_uri,
+            state / "logins.json",
             api_url,
             api_url,
             exporter_url,

@@ -28,6 +28,8 @@ def test_dev_runner_trains_a_champion_into_local_state(tmp_path: Path) -> None:
             str(free_port()),
             "--exporter-port",
             str(free_port()),
+            "--ops-port",
+            str(free_port()),
             "--state-dir",
             str(state),
         ],
