@@ -67,10 +67,11 @@ def validate_frame(frame: pd.DataFrame, min_rows_per_class: int = MIN_ROWS_PER_C
     duplicated = sorted({c for c in columns if columns.count(c) > 1})
     if missing:
         problems.append(f"missing columns: {', '.join(missing)}")
+    # Names from the file are shown with repr: a newline in a header cannot forge a log line.
     if extra:
-        problems.append(f"unexpected columns: {', '.join(extra)}")
+        problems.append(f"unexpected columns: {', '.join(map(repr, extra))}")
     if duplicated:
-        problems.append(f"duplicated columns: {', '.join(duplicated)}")
+        problems.append(f"duplicated columns: {', '.join(map(repr, duplicated))}")
     if frame.empty:
         problems.append("no data rows")
     if duplicated or frame.empty:

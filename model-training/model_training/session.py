@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import skops.io
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
@@ -26,9 +25,29 @@ from model_training.evaluation import Evaluation, Split, evaluate, score_on_test
 from model_training.promotion import Decision, decide
 from model_training.settings import TrainingSettings
 from wine_mlops.features import CLASS_NAMES, TARGET
+from wine_mlops.model_files import TRUSTED_TYPES, UnsafeModelError, load_model_version
 from wine_mlops.tracking import version_by_alias, wait_for_tracking_server
 
 log = logging.getLogger(__name__)
+
+
+class ChampionRefusedError(RuntimeError):
+    """The current champion cannot be loaded safely: the session stops without registering.
+
+    Args:
+        model_name: The registered model.
+        version: The champion's version.
+        error: Why it was refused.
+    """
+
+    def __init__(self, model_name: str, version: str, error: UnsafeModelError) -> None:
+        super().__init__(
+            f"champion {model_name} v{version} was refused: {error.reason}; nothing was "
+            "registered and no alias moved. Point the champion alias at a trusted version "
+            "(or delete it) and train again"
+        )
+        self.version = version
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -129,14 +148,14 @@ def _log_candidate(result: Evaluation, split: Split, workdir: Path) -> str:
             workdir / f"{result.name}-importances.png",
         )
         mlflow.log_artifact(str(png), artifact_path="evaluation")
-    # skops refuses types it does not know; we list those of the model we just trained.
-    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(result.model))
+    # The MLmodel file records these types, but loaders ignore that record and trust only
+    # wine_mlops.model_files.TRUSTED_TYPES: a type missing there fails here, not in serving.
     info = mlflow.sklearn.log_model(
         result.model,
         name="model",
         signature=infer_signature(split.x_test, result.predictions),
         input_example=split.x_test.head(3),
-        skops_trusted_types=trusted,
+        skops_trusted_types=list(TRUSTED_TYPES),
         pip_requirements=list(model_requirements()),
     )
     return info.model_uri
@@ -145,13 +164,29 @@ def _log_candidate(result: Evaluation, split: Split, workdir: Path) -> str:
 def _champion_metrics(
     client: MlflowClient, settings: TrainingSettings, split: Split
 ) -> tuple[str | None, dict[str, float] | None]:
-    """Reloads the current champion and scores it on this session's test set."""
+    """Reloads the current champion safely and scores it on this session's test set.
+
+    The champion is downloaded and loaded by :func:`wine_mlops.model_files.load_model_version`
+    (size limit, skops only, our own trusted types, wine signature and classes). A champion
+    that fails those checks is an error, not an absent champion: treating it as absent
+    would let this session replace it silently, and keeping it would score a model no one
+    may load. The session stops before registering anything, so the operator decides.
+
+    Returns:
+        The champion's version and its test metrics, or ``(None, None)`` without a champion.
+
+    Raises:
+        ChampionRefusedError: When the champion is refused by the safe loader.
+    """
     version = version_by_alias(client, settings.model_name, settings.champion_alias)
     if version is None:
         return None, None
-    model: Any = mlflow.sklearn.load_model(
-        f"models:/{settings.model_name}@{settings.champion_alias}"
-    )
+    try:
+        model: Any = load_model_version(
+            client, settings.tracking_uri, settings.model_name, str(version.version)
+        )
+    except UnsafeModelError as exc:
+        raise ChampionRefusedError(settings.model_name, str(version.version), exc) from None
     return version.version, score_on_test_set(model, split.x_test, split.y_test)
 
 
@@ -167,6 +202,8 @@ def run_session(dataset: Dataset, settings: TrainingSettings) -> SessionResult:
 
     Raises:
         TrackingServerUnavailableError: When MLflow cannot be reached.
+        ChampionRefusedError: When the current champion cannot be loaded safely; the runs
+            are logged (and end as failed), nothing is registered and no alias moves.
     """
     split = split_dataset(dataset, settings.test_size, settings.seed)
     log.info(

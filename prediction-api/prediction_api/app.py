@@ -31,6 +31,7 @@ from prediction_api.schemas import (
     LEGACY_QUERY_NAMES,
     ErrorMessage,
     Prediction,
+    RefusedVersion,
     ServedModelInfo,
     WineFeatures,
 )
@@ -78,11 +79,12 @@ class Predictor:
         """The model serving now.
 
         Raises:
-            HTTPException: 503 with the reason while no model is loaded.
+            HTTPException: 503 while no model is loaded, with a reason fit for clients (no
+                hosts, URLs or exception text: those are in the log).
         """
         served = self.store.current
         if served is None:
-            reason = self.store.last_error or "the first load is in progress"
+            reason = self.store.public_error or "the first load is in progress"
             raise HTTPException(
                 503,
                 f"no model loaded yet (models:/{self.settings.model_name}@"
@@ -278,6 +280,7 @@ def create_app(
     )
     async def model() -> ServedModelInfo:
         served = predictor.served()
+        refusal = store.refused
         return ServedModelInfo(
             model_name=served.ref.name,
             model_version=served.ref.version,
@@ -287,6 +290,11 @@ def create_app(
             metrics=served.metrics,
             loaded_at=served.loaded_at.isoformat(timespec="seconds"),
             source=served.ref.source,
+            refused=RefusedVersion(
+                version=refusal.ref.version, kind=refusal.kind, reason=refusal.reason
+            )
+            if refusal
+            else None,
         )
 
     @app.get("/features", tags=["model"], summary="The feature schema, training ranges, samples")

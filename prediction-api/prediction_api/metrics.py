@@ -1,7 +1,7 @@
 """The API's own Prometheus metrics, in a private registry (prefix ``wine_api_``).
 
 Exposition (one sample of each; label values are bounded: route templates, the three
-class names, model versions, the 13 features)::
+class names, model versions, the 13 features, the refusal kinds)::
 
     wine_api_requests_total{route="/predict",method="POST",status="200"} 42.0
     wine_api_request_duration_seconds_bucket{route="/predict",method="POST",status="200",
@@ -11,6 +11,7 @@ class names, model versions, the 13 features)::
                         run_id="ab12…"} 1.0
     wine_api_model_loaded 1.0
     wine_api_model_loads_total{kind="initial",result="success"} 1.0
+    wine_api_model_refused_total{reason="format"} 1.0
     wine_api_model_last_load_timestamp_seconds 1.7e+09
     wine_api_registry_check_failures_total 0.0
     wine_api_input_out_of_training_range_total{feature="proline",side="above"} 2.0
@@ -21,8 +22,9 @@ from __future__ import annotations
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-from prediction_api.serving import ServedModel, VersionRef
+from prediction_api.serving import Refusal, ServedModel, VersionRef
 from wine_mlops.features import FEATURE_NAMES
+from wine_mlops.model_files import REFUSAL_KINDS
 
 #: Latency buckets in seconds: fine below 10 ms so that 1 ms and 5 ms fall apart.
 LATENCY_BUCKETS = (
@@ -71,6 +73,12 @@ class ApiMetrics:
             ("kind", "result"),
             registry=self.registry,
         )
+        self.refused = Counter(
+            "wine_api_model_refused",
+            "Model versions refused (never served): once each time the alias points at one",
+            ("reason",),
+            registry=self.registry,
+        )
         self.last_load = Gauge(
             "wine_api_model_last_load_timestamp_seconds",
             "Unix time of the last successful model load",
@@ -90,6 +98,8 @@ class ApiMetrics:
         for kind in LOAD_KINDS:
             for result in LOAD_RESULTS:
                 self.model_loads.labels(kind, result)
+        for reason in REFUSAL_KINDS:
+            self.refused.labels(reason)
         self._out_of_range = {
             side: [self.out_of_range.labels(name, side) for name in FEATURE_NAMES]
             for side in ("below", "above")
@@ -126,6 +136,10 @@ class ApiMetrics:
     def model_load_failed(self, ref: VersionRef, kind: str) -> None:
         """Records a failed load (the previous model, if any, keeps serving)."""
         self.model_loads.labels(kind, "failure").inc()
+
+    def model_refused(self, refusal: Refusal) -> None:
+        """Counts a refused version once, by the kind of refusal."""
+        self.refused.labels(refusal.kind).inc()
 
     def registry_check_failed(self) -> None:
         """Records a failed look-up of the alias."""

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import tempfile
 from typing import Any
 
 from prediction_api.serving import VersionRef
 from prediction_api.settings import ApiSettings
+from wine_mlops.model_files import load_model_version
 from wine_mlops.tracking import version_by_alias
 
 
@@ -16,22 +16,26 @@ class MlflowRegistrySource:
     Nothing global is changed: the tracking URI is passed to every call.
 
     Args:
-        settings: Where MLflow is, the model name and the alias.
+        settings: Where MLflow is, the model name, the alias and the size limit.
     """
 
     def __init__(self, settings: ApiSettings) -> None:
         self._uri = settings.tracking_uri
         self._name = settings.model_name
         self._alias = settings.served_alias
+        self._max_bytes = settings.model_max_bytes
         self._client: Any = None
 
-    def lookup(self) -> VersionRef | None:
-        """The version the alias points to now, or None when it is unset."""
+    def _registry(self) -> Any:
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
             self._client = MlflowClient(tracking_uri=self._uri, registry_uri=self._uri)
-        version = version_by_alias(self._client, self._name, self._alias)
+        return self._client
+
+    def lookup(self) -> VersionRef | None:
+        """The version the alias points to now, or None when it is unset."""
+        version = version_by_alias(self._registry(), self._name, self._alias)
         if version is None:
             return None
         return VersionRef(
@@ -44,12 +48,12 @@ class MlflowRegistrySource:
         )
 
     def load(self, ref: VersionRef) -> Any:
-        """Downloads a version into a temporary folder and loads its sklearn estimator."""
-        import mlflow.artifacts
-        import mlflow.sklearn
+        """Loads a version's estimator safely (:func:`wine_mlops.model_files.load_model_version`).
 
-        with tempfile.TemporaryDirectory(prefix="wine-model-") as tmp:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=ref.source, dst_path=tmp, tracking_uri=self._uri
-            )
-            return mlflow.sklearn.load_model(local)
+        Raises:
+            UnsafeModelError: When the version is refused: too large, not skops, untrusted
+                types, another signature or other classes. Nothing from it ever runs.
+        """
+        return load_model_version(
+            self._registry(), self._uri, ref.name, ref.version, self._max_bytes
+        )

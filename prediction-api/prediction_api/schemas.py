@@ -124,6 +124,14 @@ class Prediction(BaseModel):
     model_version: str = Field(description="Its registry version")
 
 
+class RefusedVersion(BaseModel):
+    """A version the alias points to that the API refused to serve (never deserialised)."""
+
+    version: str = Field(description="The refused registry version")
+    kind: str = Field(description="Short label of the refusal, as in wine_api_model_refused")
+    reason: str = Field(description="Why it was refused")
+
+
 class ServedModelInfo(BaseModel):
     """What ``GET /model`` reports."""
 
@@ -135,6 +143,11 @@ class ServedModelInfo(BaseModel):
     metrics: dict[str, float]
     loaded_at: str = Field(description="When this process loaded it (ISO 8601, UTC)")
     source: str = Field(description="The model URI it was loaded from")
+    refused: RefusedVersion | None = Field(
+        default=None,
+        description="The version the alias points to, when it was refused: the model above "
+        "keeps serving",
+    )
 
 
 class ErrorMessage(BaseModel):

@@ -19,12 +19,20 @@ from typing import Any, Protocol
 import numpy as np
 
 from wine_mlops.features import FEATURE_NAMES
+from wine_mlops.model_files import UnsafeModelError
 
 log = logging.getLogger(__name__)
 
 
-class ModelLoadError(RuntimeError):
-    """A model version cannot be served (download failed or it is not a wine classifier)."""
+class ModelLoadError(UnsafeModelError):
+    """A loaded version is not a wine classifier the API can serve: it is refused.
+
+    Args:
+        reason: One human sentence (no local paths, hosts or exception text).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("invalid", reason)
 
 
 @dataclass(frozen=True)
@@ -55,7 +63,12 @@ class ModelSource(Protocol):
         """The version the served alias points to now, or None when the alias is unset."""
 
     def load(self, ref: VersionRef) -> Any:
-        """Downloads and deserialises one version's scikit-learn estimator."""
+        """Downloads and deserialises one version's scikit-learn estimator.
+
+        Raises:
+            UnsafeModelError: When the version is refused (it will not be tried again).
+            Exception: Any other failure (e.g. a download) is retried at the next check.
+        """
 
 
 @dataclass(frozen=True)
@@ -129,10 +142,25 @@ def build_served_model(
     try:  # a model that cannot answer one row is never swapped in
         probabilities = served.predict_proba(np.ones((1, len(FEATURE_NAMES))))
     except Exception as exc:
-        raise ModelLoadError(f"{ref.source} fails on a test row: {exc}") from exc
+        raise ModelLoadError(f"{ref.source} fails on a test row ({type(exc).__name__})") from exc
     if probabilities.shape != (1, len(class_ids)):
         raise ModelLoadError(f"{ref.source} returns probabilities of shape {probabilities.shape}")
     return served
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A version the alias points to that was refused, and why.
+
+    Attributes:
+        ref: The refused version.
+        kind: A short label, one of :data:`wine_mlops.model_files.REFUSAL_KINDS`.
+        reason: One human sentence, fit for clients (no paths, hosts or exception text).
+    """
+
+    ref: VersionRef
+    kind: str
+    reason: str
 
 
 class LoadListener(Protocol):
@@ -144,12 +172,29 @@ class LoadListener(Protocol):
     def model_load_failed(self, ref: VersionRef, kind: str) -> None:
         """Loading ``ref`` failed; the previous model (if any) keeps serving."""
 
+    def model_refused(self, refusal: Refusal) -> None:
+        """A version was refused (told once per version, after ``model_load_failed``)."""
+
     def registry_check_failed(self) -> None:
         """The alias could not be looked up (MLflow unreachable or erroring)."""
 
 
+def _same(a: VersionRef, b: VersionRef) -> bool:
+    return (a.name, a.version) == (b.name, b.version)
+
+
 class ModelStore:
     """Holds the served model and keeps it in step with the registry alias.
+
+    A version that is refused (:class:`~wine_mlops.model_files.UnsafeModelError`) is logged
+    and counted once, then skipped at every later check until the alias points elsewhere;
+    the model served before it keeps serving. Other load failures (e.g. a download) are
+    retried at each check.
+
+    Attributes:
+        last_error: What went wrong last, in full (for the log and operators), or None.
+        public_error: The same without internal details (no hosts, URLs or exception
+            text): what clients may be told, or None.
 
     Args:
         source: Where versions are looked up and loaded from.
@@ -167,15 +212,26 @@ class ModelStore:
         self._class_names = class_names
         self._listener = listener
         self._current: ServedModel | None = None
+        self._refused: Refusal | None = None
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
+        self.public_error: str | None = None
 
     @property
     def current(self) -> ServedModel | None:
         """The model serving right now, or None before the first successful load."""
         return self._current
+
+    @property
+    def refused(self) -> Refusal | None:
+        """The version the alias points to if it was refused, else None."""
+        return self._refused
+
+    def _fail(self, detail: str, public: str) -> None:
+        self.last_error = detail
+        self.public_error = public
 
     def refresh(self) -> bool:
         """Looks up the alias once and swaps in its version if it is new.
@@ -191,7 +247,10 @@ class ModelStore:
             try:
                 ref = self._source.lookup()
             except Exception as exc:
-                self.last_error = f"registry look-up failed: {type(exc).__name__}: {exc}"
+                self._fail(
+                    f"registry look-up failed: {type(exc).__name__}: {exc}",
+                    "the model registry cannot be reached",
+                )
                 log.warning(
                     "%s; %s",
                     self.last_error,
@@ -200,45 +259,74 @@ class ModelStore:
                 if self._listener:
                     self._listener.registry_check_failed()
                 return False
+            if self._refused is not None and (ref is None or not _same(ref, self._refused.ref)):
+                self._refused = None  # the alias moved on: that version may be tried again
             if ref is None:
-                self.last_error = "the alias is not set in the registry (no model trained yet?)"
+                unset = "the alias is not set in the registry (no model trained yet?)"
+                self._fail(unset, unset)
                 if current is None:
                     log.info("no model to serve yet: %s", self.last_error)
                 return True
-            if (
-                current is not None
-                and current.ref.name == ref.name
-                and (current.ref.version == ref.version)
-            ):
+            if current is not None and _same(current.ref, ref):
+                self.last_error = self.public_error = None
                 return True
-            kind = "initial" if current is None else "reload"
-            log.info("loading %s version %s (%s)", ref.name, ref.version, ref.source)
-            started = time.perf_counter()
-            try:
-                served = build_served_model(self._source.load(ref), ref, self._class_names)
-            except Exception as exc:
-                self.last_error = f"loading version {ref.version} failed: {exc}"
-                log.exception(
-                    "%s; %s",
-                    self.last_error,
-                    f"version {current.ref.version} keeps serving" if current else "no model yet",
-                )
-                if self._listener:
-                    self._listener.model_load_failed(ref, kind)
-                return True
-            self._current = served  # the atomic swap: one reference assignment
-            self.last_error = None
-            log.info(
-                "now serving %s version %s (run %s), loaded in %.2f s%s",
-                ref.name,
-                ref.version,
-                ref.run_id,
-                time.perf_counter() - started,
-                f", replacing version {current.ref.version}" if current else "",
-            )
-            if self._listener:
-                self._listener.model_loaded(served, kind)
+            if self._refused is not None:
+                return True  # refused before: logged and counted once, not tried again
+            self._load(ref, current)
             return True
+
+    def _load(self, ref: VersionRef, current: ServedModel | None) -> None:
+        kind = "initial" if current is None else "reload"
+        log.info("loading %s version %s (%s)", ref.name, ref.version, ref.source)
+        started = time.perf_counter()
+        still = f"version {current.ref.version} keeps serving" if current else "no model yet"
+        try:
+            served = build_served_model(self._source.load(ref), ref, self._class_names)
+        except UnsafeModelError as exc:
+            self._refuse(Refusal(ref, exc.kind, exc.reason), exc, kind, still)
+            return
+        except Exception as exc:
+            self._fail(
+                f"loading version {ref.version} failed: {exc}",
+                f"loading version {ref.version} failed",
+            )
+            log.exception("%s; %s", self.last_error, still)
+            if self._listener:
+                self._listener.model_load_failed(ref, kind)
+            return
+        self._current = served  # the atomic swap: one reference assignment
+        self.last_error = self.public_error = None
+        log.info(
+            "now serving %s version %s (run %s), loaded in %.2f s%s",
+            ref.name,
+            ref.version,
+            ref.run_id,
+            time.perf_counter() - started,
+            f", replacing version {current.ref.version}" if current else "",
+        )
+        if self._listener:
+            self._listener.model_loaded(served, kind)
+
+    def _refuse(self, refusal: Refusal, exc: Exception, kind: str, still: str) -> None:
+        cause = exc.__cause__
+        detail = f" ({cause!r})" if cause is not None else ""  # repr: one log line
+        self._refused = refusal
+        self._fail(
+            f"version {refusal.ref.version} refused: {refusal.reason}{detail}",
+            f"version {refusal.ref.version} was refused: {refusal.reason}",
+        )
+        log.warning(
+            "refused %s version %s [%s]: %s%s; %s",
+            refusal.ref.name,
+            refusal.ref.version,
+            refusal.kind,
+            refusal.reason,
+            detail,
+            still,
+        )
+        if self._listener:
+            self._listener.model_load_failed(refusal.ref, kind)
+            self._listener.model_refused(refusal)
 
     def watch(
         self,

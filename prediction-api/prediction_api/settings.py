@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from wine_mlops.features import CLASS_NAMES
+from wine_mlops.model_files import DEFAULT_MAX_BYTES
 from wine_mlops.settings import CommaSeparated, MlflowSettings
 
 
@@ -15,7 +16,8 @@ class ApiSettings(MlflowSettings):
     ``API_PORT``, ``WINE_MODEL_ALIAS`` (default: the champion alias),
     ``WINE_CLASS_NAMES`` (comma-separated labels of class ids 0, 1, 2),
     ``WINE_WATCH_INTERVAL_SECONDS``, ``WINE_BATCH_LIMIT``, ``WINE_MAX_BODY_BYTES``,
-    ``LOG_LEVEL``.
+    ``WINE_MODEL_MAX_BYTES`` (largest total size of a model version's files; a larger
+    version is refused before download), ``LOG_LEVEL``.
     """
 
     host: str = Field(default="0.0.0.0", validation_alias="API_HOST")  # noqa: S104 (container)
@@ -27,6 +29,9 @@ class ApiSettings(MlflowSettings):
     )
     batch_limit: int = Field(default=1000, ge=1, le=100_000, validation_alias="WINE_BATCH_LIMIT")
     max_body_bytes: int = Field(default=1_000_000, ge=1024, validation_alias="WINE_MAX_BODY_BYTES")
+    model_max_bytes: int = Field(
+        default=DEFAULT_MAX_BYTES, ge=1, validation_alias="WINE_MODEL_MAX_BYTES"
+    )
 
     @field_validator("class_names")
     @classmethod

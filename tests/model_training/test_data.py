@@ -45,7 +45,18 @@ def test_missing_and_extra_columns_are_named(wine_csv: Path) -> None:
     _rewrite(wine_csv, lambda f: f.drop(columns=["hue", "proline"]).assign(colour="red"))
     problems = _problems(wine_csv)
     assert "missing columns: hue, proline" in problems
-    assert "unexpected columns: colour" in problems
+    assert "unexpected columns: 'colour'" in problems
+
+
+def test_a_newline_in_a_column_name_cannot_forge_a_log_line(wine_csv: Path) -> None:
+    forged = "x\n2030-01-01 00:00:00 INFO    model_training: registered as champion"
+    _rewrite(wine_csv, lambda f: f.assign(**{forged: "1"}))
+    with pytest.raises(DataValidationError) as info:
+        read_csv(wine_csv)
+    lines = str(info.value).splitlines()
+    assert len(lines) == 1 + len(info.value.problems)  # the header, then one line a problem
+    assert not any(line.startswith("2030-01-01") for line in lines)
+    assert f"unexpected columns: {forged!r}" in info.value.problems
 
 
 def test_non_numeric_and_missing_values_name_column_and_line(wine_csv: Path) -> None:

@@ -2,15 +2,19 @@
 
 It stands in for MLflow (a dependency of the component under test, never the component
 itself) so that the swap logic can be driven step by step: set an alias, make a look-up
-fail, make a download fail or block until the test lets it finish.
+fail, make a download fail or block until the test lets it finish. A version registered as
+a model directory is loaded from it by the real safe loader, as the MLflow source does
+after its download.
 """
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 from prediction_api.serving import VersionRef
+from wine_mlops.model_files import load_model_dir
 
 
 class InMemoryRegistry:
@@ -26,9 +30,16 @@ class InMemoryRegistry:
         self.gate: threading.Event | None = None  # when set, load() waits for it
         self.loading = threading.Event()  # set while a load() is in progress
         self.loads: list[str] = []
+        self.lookups = 0
 
     def register(self, model: Any, *, alias: bool = True) -> str:
-        """Adds a version; points the alias to it unless ``alias`` is False."""
+        """Adds a version (an estimator or a model directory); points the alias to it.
+
+        Args:
+            model: A fitted estimator, or the :class:`~pathlib.Path` of an MLflow model
+                directory (loaded with :func:`wine_mlops.model_files.load_model_dir`).
+            alias: Point the alias to the new version (the default).
+        """
         version = str(len(self.models) + 1)
         self.models[version] = model
         if alias:
@@ -36,6 +47,7 @@ class InMemoryRegistry:
         return version
 
     def lookup(self) -> VersionRef | None:
+        self.lookups += 1
         if self.lookup_error is not None:
             raise self.lookup_error
         if self.aliased is None:
@@ -57,6 +69,7 @@ class InMemoryRegistry:
                 self.gate.wait(30)
             if ref.version in self.broken:
                 raise OSError(f"artifact download of version {ref.version} failed")
-            return self.models[ref.version]
+            model = self.models[ref.version]
+            return load_model_dir(model) if isinstance(model, Path) else model
         finally:
             self.loading.clear()

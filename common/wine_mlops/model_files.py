@@ -1,0 +1,360 @@
+"""Loading registered models without ever running code that comes from a model's files.
+
+``mlflow.sklearn.load_model`` honours whatever the model's own ``MLmodel`` file says: a
+``pickle`` format runs the pickle (and any ``__reduce__`` in it), and for ``skops`` the list
+of trusted types comes from that same file. Whoever can register a version and move an
+alias could therefore run code in the services that load it. This module loads a model
+only on our own terms:
+
+- the artifacts' total size is checked before anything is downloaded;
+- ``MLmodel`` is read with ``yaml.safe_load`` and must declare the ``sklearn`` flavor with
+  ``serialization_format: skops``; any other format is refused before a byte is
+  deserialised;
+- the signature's inputs must be the 13 wine features, in order;
+- the skops file may name only skops' default-trusted types and :data:`TRUSTED_TYPES`, a
+  fixed list kept here (the ``skops_trusted_types`` written in ``MLmodel`` is ignored);
+- the loaded estimator must classify into the classes 0, 1 and 2.
+
+Every refusal is an :class:`UnsafeModelError` carrying a short machine ``kind`` (one of
+:data:`REFUSAL_KINDS`, fit for a metric label) and a human ``reason`` that names no local
+path, host or URL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+import yaml
+
+from wine_mlops.features import CLASS_IDS, FEATURE_NAMES
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+#: Types our candidate families need beyond skops' defaults (model_training.candidates):
+#: the trees of RandomForest and GradientBoosting, KNN's KD-tree and its distance metric,
+#: and the calibration wrappers of the calibrated SVC. A test fits every family and proves
+#: that it loads with exactly this list; extend it only after reviewing what a type can do.
+TRUSTED_TYPES: Final[tuple[str, ...]] = (
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.tree._tree.Tree",
+)
+
+#: The only serialization format accepted: skops, audited against :data:`TRUSTED_TYPES`.
+ACCEPTED_FORMAT: Final = "skops"
+
+#: Largest total size of a model version's artifacts (and of its unpacked skops file).
+DEFAULT_MAX_BYTES: Final = 200 * 1024 * 1024
+
+#: The reasons a model is refused, as short labels (a metric label has these values only).
+REFUSAL_KINDS: Final[tuple[str, ...]] = (
+    "too_large",
+    "malformed",
+    "format",
+    "signature",
+    "untrusted_types",
+    "classes",
+    "invalid",
+)
+
+MLMODEL_FILE: Final = "MLmodel"
+_MAX_MLMODEL_BYTES: Final = 1024 * 1024
+_MAX_LISTING_ENTRIES: Final = 10_000
+
+
+class UnsafeModelError(Exception):
+    """A model version was refused: it is not deserialised, or not served.
+
+    Args:
+        kind: One of :data:`REFUSAL_KINDS`.
+        reason: One human sentence, without local paths, hosts or URLs.
+
+    Attributes:
+        kind: The refusal's label.
+        reason: Why the model was refused.
+    """
+
+    def __init__(self, kind: str, reason: str) -> None:
+        if kind not in REFUSAL_KINDS:
+            raise ValueError(f"unknown refusal kind {kind!r}")
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+def read_mlmodel(model_dir: Path) -> dict[str, Any]:
+    """Reads a model directory's ``MLmodel`` file as plain data (``yaml.safe_load``).
+
+    Args:
+        model_dir: A downloaded MLflow model directory.
+
+    Returns:
+        The parsed file.
+
+    Raises:
+        UnsafeModelError: When the file is missing, too large or not a YAML mapping.
+    """
+    path = model_dir / MLMODEL_FILE
+    if not path.is_file():
+        raise UnsafeModelError("malformed", f"the model has no {MLMODEL_FILE} file")
+    if path.stat().st_size > _MAX_MLMODEL_BYTES:
+        raise UnsafeModelError("malformed", f"its {MLMODEL_FILE} file is larger than 1 MiB")
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise UnsafeModelError("malformed", f"its {MLMODEL_FILE} file is not valid YAML") from None
+    if not isinstance(document, dict):
+        raise UnsafeModelError("malformed", f"its {MLMODEL_FILE} file is not a YAML mapping")
+    return document
+
+
+def skops_file(model_dir: Path, mlmodel: dict[str, Any]) -> Path:
+    """Finds the model's skops file after checking its declared serialization format.
+
+    Args:
+        model_dir: The model directory.
+        mlmodel: Its parsed ``MLmodel``.
+
+    Returns:
+        The path of the skops file, inside ``model_dir``.
+
+    Raises:
+        UnsafeModelError: When there is no ``sklearn`` flavor, its format is not skops
+            (``pickle``, ``cloudpickle`` or anything else), or the file is outside the
+            directory or missing.
+    """
+    flavors = mlmodel.get("flavors")
+    flavor = flavors.get("sklearn") if isinstance(flavors, dict) else None
+    if not isinstance(flavor, dict):
+        raise UnsafeModelError("format", "the model has no sklearn flavor")
+    found = flavor.get("serialization_format")
+    if found != ACCEPTED_FORMAT:
+        raise UnsafeModelError(
+            "format",
+            f"serialization format {str(found)[:40]!r} is not accepted; only "
+            f"{ACCEPTED_FORMAT!r} models are loaded (pickle would run code from the model file)",
+        )
+    name = flavor.get("pickled_model")
+    root = model_dir.resolve()
+    path = (root / name).resolve() if isinstance(name, str) and name else root
+    if path == root or not path.is_relative_to(root) or not path.is_file():
+        raise UnsafeModelError("malformed", "the sklearn flavor names no model file in the model")
+    return path
+
+
+def check_signature(mlmodel: dict[str, Any]) -> None:
+    """Checks that the signature's inputs are the 13 wine features, in order.
+
+    Args:
+        mlmodel: A parsed ``MLmodel``.
+
+    Raises:
+        UnsafeModelError: When there is no signature or its inputs are other columns.
+    """
+    signature = mlmodel.get("signature")
+    inputs = signature.get("inputs") if isinstance(signature, dict) else None
+    if not isinstance(inputs, str):
+        raise UnsafeModelError("signature", "the model has no input signature")
+    try:
+        columns = json.loads(inputs)
+    except ValueError:
+        raise UnsafeModelError("signature", "the model's input signature is not JSON") from None
+    names = (
+        [column.get("name") for column in columns if isinstance(column, dict)]
+        if isinstance(columns, list)
+        else []
+    )
+    if tuple(names) != FEATURE_NAMES:
+        raise UnsafeModelError(
+            "signature",
+            f"the signature has {len(names)} input(s) that are not the "
+            f"{len(FEATURE_NAMES)} wine features in order",
+        )
+
+
+def _untrusted(names: list[str]) -> UnsafeModelError:
+    shown = ", ".join(repr(name[:100]) for name in names[:5])
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    return UnsafeModelError(
+        "untrusted_types", f"the model file names untrusted types: {shown}{more}"
+    )
+
+
+def load_skops(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
+    """Deserialises a skops file, trusting only skops' defaults and :data:`TRUSTED_TYPES`.
+
+    The types the file names are audited before anything is constructed.
+
+    Args:
+        path: The skops file.
+        max_bytes: Largest total size of its unpacked content.
+
+    Returns:
+        The deserialised object.
+
+    Raises:
+        UnsafeModelError: When the file names any other type (the types are listed), is
+            not a skops file, or unpacks to more than ``max_bytes``.
+    """
+    import skops.io
+    from skops.io.exceptions import UntrustedTypesFoundException
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(member.file_size for member in archive.infolist())
+        if unpacked > max_bytes:
+            raise UnsafeModelError(
+                "too_large", f"the model file unpacks to {unpacked} bytes; at most {max_bytes}"
+            )
+        untrusted = sorted(set(skops.io.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
+        if untrusted:
+            raise _untrusted(untrusted)
+        return skops.io.load(path, trusted=list(TRUSTED_TYPES))
+    except UnsafeModelError:
+        raise
+    except UntrustedTypesFoundException as exc:  # the audit inside load() agrees; kept as a net
+        raise _untrusted([str(exc)]) from None
+    except Exception as exc:  # a damaged or hand-made file: zip, JSON or schema errors
+        log.debug("skops file rejected", exc_info=True)
+        raise UnsafeModelError(
+            "malformed", f"the model file is not a readable skops file ({type(exc).__name__})"
+        ) from None
+
+
+def check_classes(estimator: Any) -> None:
+    """Checks that an estimator is a fitted classifier of the three wine classes.
+
+    Args:
+        estimator: The deserialised object.
+
+    Raises:
+        UnsafeModelError: When it has no ``predict`` or its ``classes_`` are not 0, 1, 2.
+    """
+    classes = getattr(estimator, "classes_", None)
+    if not callable(getattr(estimator, "predict", None)) or classes is None:
+        raise UnsafeModelError("classes", "the model is not a fitted classifier")
+    try:
+        found = tuple(classes.tolist() if hasattr(classes, "tolist") else classes)
+    except TypeError:
+        found = ()
+    if found != CLASS_IDS:
+        raise UnsafeModelError(
+            "classes",
+            f"the model has {len(found)} class(es), not the wine classes "
+            f"{', '.join(map(str, CLASS_IDS))}",
+        )
+
+
+def load_model_dir(model_dir: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
+    """Loads a downloaded MLflow sklearn model after checking everything it claims.
+
+    The checks that need no deserialisation (format, file, signature, declared types) all
+    run before the skops file is loaded.
+
+    Args:
+        model_dir: The model directory (with ``MLmodel`` at its top).
+        max_bytes: Largest unpacked size of the skops file.
+
+    Returns:
+        The fitted scikit-learn classifier.
+
+    Raises:
+        UnsafeModelError: With the reason the model is refused.
+    """
+    mlmodel = read_mlmodel(model_dir)
+    path = skops_file(model_dir, mlmodel)
+    check_signature(mlmodel)
+    estimator = load_skops(path, max_bytes)
+    check_classes(estimator)
+    return estimator
+
+
+class ArtifactListing(Protocol):
+    """What :func:`check_artifacts_size` needs; MLflow's artifact repositories have it."""
+
+    def list_artifacts(self, path: str) -> list[Any]:
+        """The ``FileInfo`` entries (``path``, ``is_dir``, ``file_size``) directly under path."""
+
+
+def check_artifacts_size(repository: ArtifactListing, max_bytes: int = DEFAULT_MAX_BYTES) -> int:
+    """Adds up the sizes of every artifact of a model, walking directories, before download.
+
+    Args:
+        repository: An MLflow artifact repository of the model version.
+        max_bytes: The largest total accepted.
+
+    Returns:
+        The total size in bytes.
+
+    Raises:
+        UnsafeModelError: When the total exceeds ``max_bytes``, a file's size is unknown,
+            or the listing is unreasonably long.
+    """
+    total = 0
+    seen = 0
+    pending = [""]
+    while pending:
+        for entry in repository.list_artifacts(pending.pop()):
+            seen += 1
+            if seen > _MAX_LISTING_ENTRIES:
+                raise UnsafeModelError(
+                    "too_large", f"the model has more than {_MAX_LISTING_ENTRIES} files"
+                )
+            if entry.is_dir:
+                pending.append(entry.path)
+                continue
+            if entry.file_size is None:
+                raise UnsafeModelError("too_large", "the size of a model file is unknown")
+            total += int(entry.file_size)
+            if total > max_bytes:
+                raise UnsafeModelError(
+                    "too_large",
+                    f"the model's files are larger than the limit of {max_bytes} bytes",
+                )
+    return total
+
+
+def load_model_version(
+    client: MlflowClient,
+    tracking_uri: str,
+    name: str,
+    version: str,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Any:
+    """Downloads one registered version into a temporary folder and loads it safely.
+
+    Nothing global is changed: the tracking URI is passed to the artifact repository.
+
+    Args:
+        client: An MLflow client of the registry.
+        tracking_uri: The tracking server that proxies the artifacts.
+        name: The registered model.
+        version: The version number.
+        max_bytes: Largest total size of the version's artifacts.
+
+    Returns:
+        The fitted scikit-learn classifier.
+
+    Raises:
+        UnsafeModelError: When the version is refused (too large, not skops, untrusted
+            types, wrong signature or classes).
+        mlflow.exceptions.MlflowException: When the registry or the download fails.
+    """
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    uri = client.get_model_version_download_uri(name, version)
+    repository = get_artifact_repository(uri, tracking_uri=tracking_uri)
+    check_artifacts_size(repository, max_bytes)
+    with tempfile.TemporaryDirectory(prefix="wine-model-") as tmp:
+        local = Path(repository.download_artifacts("", dst_path=tmp))
+        return load_model_dir(local, max_bytes)
