@@ -24,6 +24,7 @@ arguments or compose could not be asked.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import subprocess
@@ -87,7 +88,13 @@ class Response:
             raise CheckFailedError(f"answer is not JSON: {self.body[:200]!r}") from exc
 
 
-def http(method: str, url: str, payload: object = None, timeout: float = 10.0) -> Response:
+def http(
+    method: str,
+    url: str,
+    payload: object = None,
+    timeout: float = 10.0,
+    login: tuple[str, str] | None = None,
+) -> Response:
     """Sends one request and returns the status and body, also for 4xx/5xx answers.
 
     Args:
@@ -95,12 +102,16 @@ def http(method: str, url: str, payload: object = None, timeout: float = 10.0) -
         url: The full URL.
         payload: A JSON body for ``POST``.
         timeout: Seconds to wait for the answer.
+        login: A user name and password sent with HTTP basic auth (MLflow's logins).
 
     Raises:
         CheckFailedError: When the service cannot be reached at all.
     """
     data = None if payload is None else json.dumps(payload).encode()
     headers = {"Accept": "application/json"}
+    if login is not None:
+        token = base64.b64encode(f"{login[0]}:{login[1]}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
     if data is not None:
         headers["Content-Type"] = "application/json"
     request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
@@ -128,6 +139,7 @@ class Context:
     champion_alias: str = "champion"
     min_accuracy: float = 0.0
     wait_seconds: float = 60.0
+    mlflow_login: tuple[str, str] | None = None
     facts: dict[str, str] = field(default_factory=dict)
 
 
@@ -158,7 +170,9 @@ def mlflow_health(context: Context, url: str) -> str:
 def mlflow_champion(context: Context, url: str) -> str:
     """The champion alias points to a version whose test accuracy is known and high enough."""
     query = urllib.parse.urlencode({"name": context.model_name, "alias": context.champion_alias})
-    response = http("GET", f"{url}/api/2.0/mlflow/registered-models/alias?{query}")
+    response = http(
+        "GET", f"{url}/api/2.0/mlflow/registered-models/alias?{query}", login=context.mlflow_login
+    )
     if response.status == 404 or "RESOURCE_DOES_NOT_EXIST" in response.body:
         raise CheckFailedError(
             f"no '{context.champion_alias}' alias on model '{context.model_name}': "
@@ -170,7 +184,8 @@ def mlflow_champion(context: Context, url: str) -> str:
     tags = {t["key"]: t["value"] for t in version.get("tags", [])}
     accuracy_text = tags.get("accuracy")
     if accuracy_text is None and version.get("run_id"):  # older versions: the run's metric
-        run = http("GET", f"{url}/api/2.0/mlflow/runs/get?run_id={version['run_id']}").json()
+        run_url = f"{url}/api/2.0/mlflow/runs/get?run_id={version['run_id']}"
+        run = http("GET", run_url, login=context.mlflow_login).json()
         metrics = (
             run.get("run", {}).get("data", {}).get("metrics", []) if isinstance(run, dict) else []
         )
@@ -487,6 +502,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def mlflow_login(env_file: str | None) -> tuple[str, str] | None:
+    """The MLflow login of the smoke test: read-only, as the prediction API's user.
+
+    ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` when set; otherwise the
+    ``prediction-api`` user with ``MLFLOW_PREDICTION_API_PASSWORD`` from the env file.
+    """
+    user, password = (
+        os.environ.get("MLFLOW_TRACKING_USERNAME"),
+        os.environ.get("MLFLOW_TRACKING_PASSWORD"),
+    )
+    if user and password:
+        return user, password
+    if env_file and os.path.exists(env_file):
+        with open(env_file) as handle:
+            for line in handle:
+                key, _, value = line.strip().partition("=")
+                if key == "MLFLOW_PREDICTION_API_PASSWORD" and value:
+                    return "prediction-api", value
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the smoke test; returns the exit code."""
     args = parse_args(argv)
@@ -528,6 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         champion_alias=args.champion_alias,
         min_accuracy=args.min_accuracy,
         wait_seconds=args.wait,
+        mlflow_login=mlflow_login(args.env_file),
     )
     results = run_checks(services, context)
     sys.stdout.write(format_report(results) + "\n")
