@@ -5,6 +5,9 @@
 #   POSTGRES_USER      superuser name (default: postgres)
 #   POSTGRES_DB        database created on first start (default: $POSTGRES_USER)
 #   PGDATA             data directory (default: /var/lib/postgresql/data)
+# Each POSTGRES_* variable above may come from a file instead (Docker secrets):
+# POSTGRES_PASSWORD_FILE=/run/secrets/... is read into POSTGRES_PASSWORD; setting
+# both VAR and VAR_FILE is an error, as in the official image.
 # On first start (no $PGDATA/PG_VERSION) it runs initdb (password read from a
 # file, never on a command line), allows password (scram-sha-256) connections
 # from any address, creates POSTGRES_DB, runs /docker-entrypoint-initdb.d/*.sh
@@ -12,9 +15,25 @@
 # as the postgres user (never as root), as PID 1 so `docker stop` reaches it.
 set -Eeuo pipefail
 
+# file_env VAR [DEFAULT]: VAR from $VAR, else from the file named by $VAR_FILE, else
+# DEFAULT; exported, and VAR_FILE unset (the official image's semantics).
+file_env() {
+  local var="$1" file_var="$1_FILE" default="${2:-}" value
+  if [ -n "${!var:-}" ] && [ -n "${!file_var:-}" ]; then
+    echo "error: both $var and $file_var are set (but are exclusive)" >&2
+    exit 1
+  fi
+  value="$default"
+  if [ -n "${!var:-}" ]; then
+    value="${!var}"
+  elif [ -n "${!file_var:-}" ]; then
+    value="$(<"${!file_var}")"
+  fi
+  export "$var=$value"
+  unset "$file_var"
+}
+
 export PGDATA="${PGDATA:-/var/lib/postgresql/data}"
-export POSTGRES_USER="${POSTGRES_USER:-postgres}"
-export POSTGRES_DB="${POSTGRES_DB:-$POSTGRES_USER}"
 
 # `docker run IMAGE -c foo=bar` means `postgres -c foo=bar`, as in the official image.
 if [ "$#" -eq 0 ] || [ "${1:0:1}" = '-' ]; then
@@ -25,6 +44,11 @@ fi
 if [ "$1" != postgres ]; then
   exec "$@"
 fi
+
+# Read before dropping root: a secret file may be readable by root only.
+file_env POSTGRES_PASSWORD
+file_env POSTGRES_USER postgres
+file_env POSTGRES_DB "$POSTGRES_USER"
 
 # As root: make the data and socket directories the postgres user's (a bind
 # mount may come root-owned), then re-run this script as postgres.
