@@ -80,7 +80,7 @@ if [ -n "${POSTGRES_PASSWORD:-}" ]; then
   export PGPASSWORD="$POSTGRES_PASSWORD"
 fi
 
-log "role \"$MLFLOW_DB_USER\" owns databases \"$POSTGRES_DB\" and \"$MLFLOW_AUTH_DB\""
+log "ensuring that role \"$MLFLOW_DB_USER\" owns databases \"$POSTGRES_DB\" and \"$MLFLOW_AUTH_DB\""
 status=0
 psql --no-psqlrc --quiet --set ON_ERROR_STOP=1 \
   --username "$POSTGRES_USER" --dbname postgres \
