@@ -15,57 +15,70 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     MLFLOW_DISABLE_TELEMETRY=true
+# The services run as this user; the targets name it by number (USER 10001:10001), so that
+# a runtime can tell it is not root without reading the image's /etc/passwd.
 RUN python3 -m venv /opt/venv \
  && groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --create-home --home-dir /home/app app
 WORKDIR /app
-# Dependencies before code, so that a code change rebuilds only the last layers.
+# Dependencies before code, so that a code change rebuilds only the last layers. Each target
+# installs only its service's part of the lockfile (tools/extra_requirements.py prints it,
+# transitive dependencies included), every file checked against the lockfile's hashes;
+# --no-deps and `pip check` make a requirement missing from that part fail the build.
 COPY pyproject.toml requirements.lock tools/extra_requirements.py /build/
 
 FROM python-base AS mlflow-server
-RUN python3 /build/extra_requirements.py mlflow-server /build/pyproject.toml \
-  | pip install -c /build/requirements.lock -r /dev/stdin
+RUN python3 /build/extra_requirements.py mlflow-server --lock /build/requirements.lock \
+      --pyproject /build/pyproject.toml > /build/mlflow-server.txt \
+ && pip install --require-hashes --no-deps -r /build/mlflow-server.txt \
+ && pip check
 RUN mkdir -p /mlflow/artifacts && chown app:app /mlflow/artifacts
 COPY common/ /app/common/
 COPY mlflow-server/ /app/mlflow-server/
 ENV PYTHONPATH=/app/common:/app/mlflow-server \
     MLFLOW_ARTIFACTS_DESTINATION=/mlflow/artifacts \
     MLFLOW_PROMETHEUS_DIR=/tmp/mlflow-prometheus
-USER app
+USER 10001:10001
 EXPOSE 5000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=5 \
   CMD ["python3", "-m", "wine_mlops.healthcheck", "http://127.0.0.1:5000/health"]
 ENTRYPOINT ["python3", "-m", "mlflow_server"]
 
 FROM python-base AS model-training
-RUN python3 /build/extra_requirements.py model-training /build/pyproject.toml \
-  | pip install -c /build/requirements.lock -r /dev/stdin
+RUN python3 /build/extra_requirements.py model-training --lock /build/requirements.lock \
+      --pyproject /build/pyproject.toml > /build/model-training.txt \
+ && pip install --require-hashes --no-deps -r /build/model-training.txt \
+ && pip check
 COPY common/ /app/common/
 COPY model-training/ /app/model-training/
 ENV PYTHONPATH=/app/common:/app/model-training \
     MPLCONFIGDIR=/tmp/matplotlib
-USER app
+USER 10001:10001
 ENTRYPOINT ["python3", "-m", "model_training"]
 
 FROM python-base AS mlflow-exporter
-RUN python3 /build/extra_requirements.py mlflow-exporter /build/pyproject.toml \
-  | pip install -c /build/requirements.lock -r /dev/stdin
+RUN python3 /build/extra_requirements.py mlflow-exporter --lock /build/requirements.lock \
+      --pyproject /build/pyproject.toml > /build/mlflow-exporter.txt \
+ && pip install --require-hashes --no-deps -r /build/mlflow-exporter.txt \
+ && pip check
 COPY common/ /app/common/
 COPY mlflow-exporter/ /app/mlflow-exporter/
 ENV PYTHONPATH=/app/common:/app/mlflow-exporter
-USER app
+USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=5 \
   CMD ["python3", "-m", "wine_mlops.healthcheck", "http://127.0.0.1:8000/healthz"]
 ENTRYPOINT ["python3", "-m", "mlflow_exporter"]
 
 FROM python-base AS prediction-api
-RUN python3 /build/extra_requirements.py prediction-api /build/pyproject.toml \
-  | pip install -c /build/requirements.lock -r /dev/stdin
+RUN python3 /build/extra_requirements.py prediction-api --lock /build/requirements.lock \
+      --pyproject /build/pyproject.toml > /build/prediction-api.txt \
+ && pip install --require-hashes --no-deps -r /build/prediction-api.txt \
+ && pip check
 COPY common/ /app/common/
 COPY prediction-api/ /app/prediction-api/
 ENV PYTHONPATH=/app/common:/app/prediction-api
-USER app
+USER 10001:10001
 EXPOSE 7654
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
   CMD ["python3", "-m", "wine_mlops.healthcheck", "http://127.0.0.1:7654/healthz"]
