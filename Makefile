@@ -7,6 +7,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 ENV_FILE ?= .env
+# Where `make env` writes each secret of $(ENV_FILE) as a file for compose (see .env.example).
+SECRETS_DIR ?= .secrets
+export SECRETS_DIR
 REPORTS ?= reports
 MLFLOW_TRACKING_URI ?= http://127.0.0.1:5000
 COMPOSE := docker compose --env-file $(ENV_FILE)
@@ -39,27 +42,38 @@ export GIT_COMMIT
 help: ## Show this help
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
+# The whole lockfile (every extra and the dev tools), each file checked against the lock's
+# hashes, then the project itself without dependencies: pip refuses hashes in a constraints
+# file, and --require-hashes needs every package named with its hashes.
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip check
 	touch $@
 
 install: $(BIN)/.installed ## Create .venv with the pinned dependencies (dev tools included)
 
-lock: $(BIN)/.installed ## Re-resolve requirements.lock from pyproject.toml
+# uv keeps the pins of the existing lockfile that still resolve. The lockfile never names a
+# package index: index options are dropped, and any address left fails the target.
+lock: $(BIN)/.installed ## Re-resolve requirements.lock (with hashes) from pyproject.toml
 	$(BIN)/uv pip compile pyproject.toml --all-extras --universal --python-version 3.11 \
-	  --no-header --quiet -o requirements.lock
+	  --generate-hashes --no-header --quiet -o requirements.lock
+	sed -i -E '/^(-i|--index-url|--extra-index-url|-f|--find-links)[ =]/d' requirements.lock
+	@if grep -n '://' requirements.lock; then echo "requirements.lock names an address" >&2; exit 1; fi
 
-$(ENV_FILE):
-	tools/init-env.sh $(ENV_FILE) .env.example
+env: ## Create or complete .env (random secrets, never changes a set value); write .secrets/
+	$(PYTHON) tools/init_env.py --env $(ENV_FILE) --example .env.example --secrets $(SECRETS_DIR)
 
-env: $(ENV_FILE) ## Create .env from .env.example with random secrets (never overwrites)
+# Every Dockerfile of the repository; any hadolint finding fails (.hadolint.yaml).
+DOCKERFILES = $(wildcard Dockerfile */Dockerfile */*/Dockerfile)
 
-lint: $(BIN)/.installed ## ruff (lint + format check) and mypy
+lint: $(BIN)/.installed ## ruff (lint + format check), mypy and hadolint (Dockerfiles)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy common model-training mlflow-server mlflow-exporter prediction-api grafana tests \
 	  tools bench
+	$(BIN)/hadolint --config .hadolint.yaml $(DOCKERFILES)
 
 test: $(BIN)/.installed ## Unit and integration tests (real mlflow server, SQLite and PostgreSQL)
 	$(BIN)/pytest tests --ignore=tests/e2e --junitxml=$(REPORTS)/junit-test.xml
@@ -76,13 +90,13 @@ dashboards: $(BIN)/.installed ## Regenerate grafana/dashboards/*.json from grafa
 airgap-images: ## Build local stand-ins for the upstream base images from Debian packages
 	bash airgap/build.sh python postgres prometheus
 
-build: $(ENV_FILE) $(AIRGAP_DEPS) ## Build the images
+build: env $(AIRGAP_DEPS) ## Build the images
 	$(COMPOSE) build
 
 up: build ## Build, start, wait until healthy, train, print the URLs
 	$(MAKE) --no-print-directory deploy train-stack serve urls
 
-train-stack: $(ENV_FILE) ## Run the training container against the stack's MLflow
+train-stack: env ## Run the training container against the stack's MLflow
 	$(COMPOSE) run --rm -T model-training $(TRAIN_ARGS)
 
 train: $(BIN)/.installed ## Train as a local process against MLFLOW_TRACKING_URI (ARGS="--data f.csv")
@@ -121,7 +135,7 @@ GROOVY_LINT := $(NPM_TOOLS)/node_modules/.bin/npm-groovy-lint
 CI_MAKEFILE := $(firstword $(MAKEFILE_LIST))
 CI_STAGES := clean-reports install lint lint-jenkins test build deploy train-stack serve smoke \
              summary
-# Host folder mounted at the same path in the jenkins container (see jenkins/Dockerfile).
+# Host folder mounted at the same path in the jenkins-agent container (jenkins/agent/Dockerfile).
 JENKINS_WORKSPACES ?= /var/lib/wine-mlops-ci/workspace
 
 .PHONY: ci clean-reports lint-jenkins deploy serve smoke summary logs-archive logs-dump clean-oneoff \
@@ -144,14 +158,14 @@ $(GROOVY_LINT): $(NPM_TOOLS)/package.json $(NPM_TOOLS)/package-lock.json
 lint-jenkins: $(GROOVY_LINT) ## npm-groovy-lint on the Jenkinsfile (offline, the machine's Java)
 	$(GROOVY_LINT) --noserver --config jenkins/.groovylintrc.json --failon info Jenkinsfile
 
-deploy: $(ENV_FILE) ## Start or update the platform services; wait until healthy (no build)
+deploy: env ## Start or update the platform services; wait until healthy (no build)
 	@if [ "$(AIRGAP)" = 1 ]; then echo "AIRGAP=1: grafana has no air-gapped stand-in; not started"; fi
 	$(COMPOSE) up --detach --wait --no-build $(SERVICES)
 
-serve: $(ENV_FILE) ## Start or update the serving services; wait until they serve a champion
+serve: env ## Start or update the serving services; wait until they serve a champion
 	$(COMPOSE) up --detach --wait --no-build $(SERVING)
 
-smoke: $(BIN)/.installed $(ENV_FILE) ## Smoke-test the running stack (reports/smoke-junit.xml, summary.txt)
+smoke: $(BIN)/.installed env ## Smoke-test the running stack (reports/smoke-junit.xml, summary.txt)
 	ENV_FILE=$(ENV_FILE) REPORTS=$(REPORTS) $(BIN)/python tools/smoke.py --compose
 
 summary: ## Print the last smoke test's summary (champion, accuracy, URLs)
@@ -172,8 +186,9 @@ clean-oneoff: ## Remove this project's one-off containers (an interrupted train-
 	        --filter label=com.docker.compose.oneoff=True)"; \
 	if [ -n "$$ids" ]; then echo "removing one-off containers of $$project: $$ids"; docker rm --force $$ids; fi
 
-jenkins-up: $(ENV_FILE) ## Build and start Jenkins (profile ci) with the host's Docker group
+jenkins-up: env ## Build and start Jenkins and its build agent (profile ci); wait until healthy
 	@grep -q '^JENKINS_REPO_URL=.' $(ENV_FILE) || { echo "set JENKINS_REPO_URL in $(ENV_FILE): the git URL Jenkins builds" >&2; exit 1; }
 	install -d -o 1000 -g 1000 $(JENKINS_WORKSPACES)
-	DOCKER_GID="$$(stat -c %g /var/run/docker.sock)" $(COMPOSE) --profile ci up --detach --build jenkins
-	@echo "Jenkins: http://127.0.0.1:$${JENKINS_PORT:-8080} (user admin, JENKINS_ADMIN_PASSWORD of $(ENV_FILE))"
+	DOCKER_GID="$$(stat -c %g /var/run/docker.sock)" $(COMPOSE) --profile ci up --detach --build --wait \
+	  jenkins jenkins-agent
+	@echo "Jenkins: http://127.0.0.1:$${JENKINS_PORT:-8080} (user admin, JENKINS_ADMIN_PASSWORD of $(ENV_FILE)); builds run on jenkins-agent"
