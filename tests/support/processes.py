@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from wine_mlops.healthcheck import wait_until_healthy
 from wine_mlops.processes import stop_process_group as stop  # the tests' name for it
@@ -40,25 +41,83 @@ def free_port() -> int:
             return port
 
 
+#: mlflow-db's ensure step: the script the database container runs at every start.
+ENSURE_SCRIPT = REPO / "mlflow-db" / "ensure-roles.sh"
+
+
 @dataclass
 class PostgresServer:
-    """A throw-away PostgreSQL cluster listening on 127.0.0.1."""
+    """A throw-away PostgreSQL cluster listening on 127.0.0.1, set up as mlflow-db is.
+
+    Attributes:
+        port: Its TCP port on 127.0.0.1 (password logins).
+        socket_dir: The folder of its Unix socket (the superuser logs in there without one).
+        bindir: PostgreSQL's programs.
+        superuser: The superuser (``POSTGRES_USER``), used only by the ensure step and tests.
+        superuser_password: Its password (``POSTGRES_PASSWORD``).
+        user: The role MLflow logs in as (``MLFLOW_DB_USER``): owner of both databases.
+        password: Its password (``MLFLOW_DB_PASSWORD``).
+        database: The tracking store's database (``POSTGRES_DB``).
+        auth_database: MLflow basic-auth's database (``MLFLOW_AUTH_DB``).
+    """
 
     port: int
+    socket_dir: Path
+    bindir: Path
+    superuser: str
+    superuser_password: str
     user: str
     password: str
     database: str
+    auth_database: str
 
     @property
     def env(self) -> dict[str, str]:
-        """The variables the MLflow server launcher reads."""
+        """The variables the MLflow server launcher reads (the non-superuser role's login)."""
         return {
             "POSTGRES_HOST": "127.0.0.1",
             "POSTGRES_PORT": str(self.port),
-            "POSTGRES_USER": self.user,
-            "POSTGRES_PASSWORD": self.password,
             "POSTGRES_DB": self.database,
+            "MLFLOW_DB_USER": self.user,
+            "MLFLOW_DB_PASSWORD": self.password,
+            "MLFLOW_AUTH_DB": self.auth_database,
         }
+
+    def ensure(self, **overrides: str) -> subprocess.CompletedProcess[str]:
+        """Runs mlflow-db's ensure step on this cluster, as the container does at every start.
+
+        The same script (``mlflow-db/ensure-roles.sh``) connects as the superuser over the
+        Unix socket. Failures are returned, not raised.
+
+        Args:
+            **overrides: Replace its settings, e.g. ``MLFLOW_DB_PASSWORD="new"``.
+        """
+        env = {
+            "PATH": f"{self.bindir}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
+            "LANG": "C.UTF-8",
+            "PGHOST": str(self.socket_dir),
+            "PGPORT": str(self.port),
+            "POSTGRES_USER": self.superuser,
+            "POSTGRES_PASSWORD": self.superuser_password,
+            "POSTGRES_DB": self.database,
+            "MLFLOW_DB_USER": self.user,
+            "MLFLOW_DB_PASSWORD": self.password,
+            "MLFLOW_AUTH_DB": self.auth_database,
+            **overrides,
+        }
+        return subprocess.run(
+            ["bash", str(ENSURE_SCRIPT)], env=env, capture_output=True, text=True, timeout=120
+        )
+
+    def url(self, database: str | None = None, *, superuser: bool = False) -> str:
+        """A SQLAlchemy URI (psycopg2) logging in over TCP as the role, or the superuser."""
+        user, password = (
+            (self.superuser, self.superuser_password) if superuser else (self.user, self.password)
+        )
+        return (
+            f"postgresql+psycopg2://{quote(user, safe='')}:{quote(password, safe='')}"
+            f"@127.0.0.1:{self.port}/{quote(database or self.database, safe='')}"
+        )
 
 
 def postgres_bindir() -> Path | None:
@@ -71,11 +130,21 @@ def postgres_bindir() -> Path | None:
 
 
 @contextlib.contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
+def postgres_server(
+    *, superuser: str = "postgres", ensure: bool = True
+) -> Iterator[PostgresServer]:
     """Runs a fresh PostgreSQL cluster in a temporary folder, removed afterwards.
+
+    initdb creates it with a superuser; then mlflow-db's ensure step creates the role MLflow
+    logs in as and its two databases, as the database container does.
 
     When run as root the cluster runs as the ``postgres`` account (initdb refuses root); the
     folder is then made under /tmp so that account can reach it.
+
+    Args:
+        superuser: The superuser's name (earlier versions of the stack called it ``mlflow``).
+        ensure: False skips the ensure step: the cluster then holds only the superuser and
+            the maintenance database ``postgres`` (to build an older volume's state first).
     """
     workdir = Path(tempfile.mkdtemp(prefix="wine-pg-"))
     bindir = postgres_bindir()
@@ -87,9 +156,19 @@ def postgres_server() -> Iterator[PostgresServer]:
         run_as = ["runuser", "-u", "postgres", "--"]
         os.chown(workdir, account.pw_uid, account.pw_gid)
     data = workdir / "data"
-    server = PostgresServer(free_port(), "mlflow", secrets.token_urlsafe(12) + "%@:/", "mlflow")
+    server = PostgresServer(
+        port=free_port(),
+        socket_dir=workdir,
+        bindir=bindir,
+        superuser=superuser,
+        superuser_password=secrets.token_urlsafe(12) + "%@:/",
+        user="mlflow_app",
+        password=secrets.token_urlsafe(12) + "%@:/'",
+        database="mlflow",
+        auth_database="mlflow_auth",
+    )
     pwfile = workdir / "pwfile"
-    pwfile.write_text(server.password + "\n")
+    pwfile.write_text(server.superuser_password + "\n")
     if run_as:
         os.chown(pwfile, account.pw_uid, account.pw_gid)
     subprocess.run(
@@ -99,13 +178,14 @@ def postgres_server() -> Iterator[PostgresServer]:
             "-D",
             str(data),
             "-U",
-            server.user,
+            server.superuser,
             "--pwfile",
             str(pwfile),
             "--auth-local=trust",
             "--auth-host=scram-sha-256",
             "-E",
             "UTF8",
+            "--no-sync",  # a throw-away cluster
         ],
         check=True,
         capture_output=True,
@@ -142,23 +222,20 @@ def postgres_server() -> Iterator[PostgresServer]:
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError((workdir / "postgres.log").read_text())
             time.sleep(0.2)
-        subprocess.run(
-            [
-                *run_as,
-                str(bindir / "createdb"),
-                "-h",
-                str(workdir),
-                "-p",
-                str(server.port),
-                "-U",
-                server.user,
-                server.database,
-            ],
-            check=True,
-            capture_output=True,
-        )
+        if ensure:
+            result = server.ensure()
+            if result.returncode != 0:
+                raise RuntimeError(
+                    f"mlflow-db's ensure step failed:\n{result.stdout}{result.stderr}"
+                )
         yield server
     finally:
+        # A fast shutdown: a smart one (SIGTERM) would wait for clients a test left open.
+        subprocess.run(
+            [*run_as, str(bindir / "pg_ctl"), "stop", "-D", str(data), "-m", "fast", "-w"],
+            capture_output=True,
+            timeout=60,
+        )
         stop(process)
         shutil.rmtree(workdir, ignore_errors=True)
 
