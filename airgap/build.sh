@@ -52,6 +52,19 @@ image_ref() {
 
 image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
 
+# The content digest of airgap/<name>/ (file names and bytes). Images built from a
+# Dockerfile carry it as a label, so a changed Dockerfile or entrypoint is rebuilt by the
+# next run instead of being silently skipped as "already exists".
+source_digest() {
+  (cd "$AIRGAP_DIR/$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) \
+    | sha256sum | cut -c1-16
+}
+
+image_digest() {
+  docker image inspect --format '{{ index .Config.Labels "wine-mlops.airgap.digest" }}' "$1" \
+    2>/dev/null || true
+}
+
 # --- Debian mirror and apt sources, read from this machine -------------------
 
 # Print the deb822 stanzas (blank-line separated) of type "deb" whose Suites
@@ -228,7 +241,9 @@ build_dockerfile() {
   local name="$1" ref="$2" buildlog
   buildlog="$(mktemp "${TMPDIR:-/tmp}/wine-mlops-airgap-$name.XXXXXX.log")"
   log "    docker build airgap/$name (classic builder; log: $buildlog)"
-  if ! docker build --build-arg "BASE_IMAGE=$(image_ref debian)" -t "$ref" "$AIRGAP_DIR/$name" >"$buildlog" 2>&1; then
+  if ! docker build --build-arg "BASE_IMAGE=$(image_ref debian)" \
+    --label "wine-mlops.airgap.digest=$(source_digest "$name")" \
+    -t "$ref" "$AIRGAP_DIR/$name" >"$buildlog" 2>&1; then
     log "    docker build failed; last lines of its log:" >&2
     tail -n 40 "$buildlog" >&2
     die "building $ref failed"
@@ -243,8 +258,11 @@ build_one() {
   ref="$(image_ref "$name")"
   old_id="$(docker image inspect --format '{{.Id}}' "$ref" 2>/dev/null || true)"
   if image_exists "$ref" && [ "${2:-}" != "force" ]; then
-    log "==> $ref already exists, skipping (FORCE=1 rebuilds it)"
-    return 0
+    if [ "$name" = debian ] || [ "$(image_digest "$ref")" = "$(source_digest "$name")" ]; then
+      log "==> $ref already exists, skipping (FORCE=1 rebuilds it)"
+      return 0
+    fi
+    log "==> airgap/$name changed since $ref was built: rebuilding it"
   fi
   log "==> building $ref ..."
   start=$SECONDS
