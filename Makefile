@@ -10,6 +10,10 @@ ENV_FILE ?= .env
 # Where `make env` writes each secret of $(ENV_FILE) as a file for compose (see .env.example).
 SECRETS_DIR ?= .secrets
 export SECRETS_DIR
+# A digest of the secret files (not of any one secret): compose labels the containers with it,
+# so that a changed secret recreates them on the next `make up` (compose does not look into
+# secret files). Expanded when a recipe runs, after `make env` has written the files.
+export SECRETS_DIGEST = $(shell cat $(SECRETS_DIR)/* 2>/dev/null | sha256sum | cut -c1-16)
 REPORTS ?= reports
 MLFLOW_TRACKING_URI ?= http://127.0.0.1:5000
 COMPOSE := docker compose --env-file $(ENV_FILE)

@@ -1,7 +1,8 @@
 """The compose stack, run by the README's own `make` targets, for end-to-end tests.
 
 The stack runs as its own compose project (``wine-mlops-e2e``) with a throw-away env file of
-random secrets, so it never touches a developer's ``.env`` or stack data. ``AIRGAP=1`` in
+random secrets (and its own secrets folder), so it never touches a developer's ``.env`` or
+stack data. The test session's MLflow clients log in as the stack's admin. ``AIRGAP=1`` in
 the environment makes it use the local stand-in base images. Set ``E2E_KEEP=1`` to leave
 the stack running afterwards for a look.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,7 @@ PROMETHEUS = "http://127.0.0.1:9090"
 
 #: The modules run in this order: the stack's own checks (which restart it), then serving,
 #: then monitoring (which provokes alerts by stopping services).
-MODULE_ORDER = ("test_stack", "test_serving", "test_monitoring")
+MODULE_ORDER = ("test_stack", "test_security", "test_serving", "test_monitoring", "test_upgrade")
 
 #: Faster reactions than the defaults, so the tests need not wait long.
 E2E_SETTINGS = {"WINE_WATCH_INTERVAL_SECONDS": "5", "EXPORTER_REFRESH_INTERVAL": "5"}
@@ -49,13 +51,32 @@ class Stack:
     mlflow_url: str = "http://127.0.0.1:5000"
 
     @property
+    def secrets_dir(self) -> Path:
+        """Where `make env` writes this stack's secret files."""
+        return self.env_file.parent / "secrets"
+
+    @property
     def env(self) -> dict[str, str]:
         return {
             **os.environ,
             "COMPOSE_PROJECT_NAME": PROJECT,
             "ENV_FILE": str(self.env_file),
+            "SECRETS_DIR": str(self.secrets_dir),
             "WINE_DATA_DIR": str(self.data_dir),
         }
+
+    def setting(self, name: str) -> str:
+        """A value of the stack's env file (secrets included)."""
+        for line in self.env_file.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key == name:
+                return value
+        raise KeyError(name)
+
+    def login(self, user: str) -> tuple[str, str]:
+        """The MLflow login of ``admin``, ``trainer``, ``prediction-api`` or ``mlflow-exporter``."""
+        key = "EXPORTER" if user == "mlflow-exporter" else user.upper().replace("-", "_")
+        return user, self.setting(f"MLFLOW_{key}_PASSWORD")
 
     def make(self, *targets: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Runs ``make TARGET…`` in the repository; output is echoed for the test log."""
@@ -96,7 +117,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("e2e")
     env_file = workdir / "e2e.env"
     subprocess.run(
-        [str(REPO / "tools/init-env.sh"), str(env_file), str(REPO / ".env.example")], check=True
+        [
+            sys.executable,
+            str(REPO / "tools/init_env.py"),
+            "--env",
+            str(env_file),
+            "--example",
+            str(REPO / ".env.example"),
+            "--secrets",
+            str(workdir / "secrets"),
+        ],
+        check=True,
     )
     lines = env_file.read_text().splitlines()
     overridden = [
@@ -110,8 +141,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack = Stack(env_file, data_dir)
     stack.make("destroy-data", check=False)  # leftovers of an interrupted earlier run
     try:
-        stack.make("up")
-        yield stack
+        with pytest.MonkeyPatch.context() as patch:
+            admin, password = stack.login("admin")
+            patch.setenv("MLFLOW_TRACKING_USERNAME", admin)
+            patch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+            stack.make("up")
+            yield stack
     finally:
         if os.environ.get("E2E_KEEP") != "1":
             stack.make("destroy-data", check=False)

@@ -54,12 +54,13 @@ def test_training_registered_a_good_champion(stack: Stack, client: MlflowClient)
     assert accuracy_score(data.target, model.predict(data.features)) >= 0.95
 
 
-def test_ui_and_api_answer_on_localhost(stack: Stack) -> None:
-    page = requests.get(f"{stack.mlflow_url}/", timeout=10)
+def test_ui_and_api_answer_on_localhost_after_a_login(stack: Stack) -> None:
+    page = requests.get(f"{stack.mlflow_url}/", auth=stack.login("admin"), timeout=10)
     assert page.status_code == 200
     assert "<title>MLflow</title>" in page.text
-    metrics = requests.get(f"{stack.mlflow_url}/metrics", timeout=10)
-    assert "mlflow_http_request_total" in metrics.text
+    ops = "import urllib.request as u; print(u.urlopen('http://127.0.0.1:5001/metrics').read())"
+    metrics = stack.compose("exec", "-T", "mlflow-server", "python3", "-c", ops)
+    assert "mlflow_http_request_total" in metrics
 
 
 def test_database_is_not_published_and_services_are_not_root(stack: Stack) -> None:
@@ -113,15 +114,21 @@ def test_runs_versions_and_artifacts_survive_down_and_up(
     assert accuracy_score(data.target, reloaded.predict(data.features)) >= 0.95
 
 
-def test_secrets_are_required(stack: Stack, tmp_path: Path) -> None:
-    empty = tmp_path / "empty.env"
-    empty.write_text("POSTGRES_USER=x\nPOSTGRES_DB=x\n")
-    result = subprocess.run(
-        ["docker", "compose", "--env-file", str(empty), "config"],
-        cwd=Path(__file__).parents[2],
-        env={k: v for k, v in stack.env.items() if not k.startswith("POSTGRES_")},
-        capture_output=True,
-        text=True,
-    )
+def test_compose_refuses_to_start_without_the_secret_files(stack: Stack, tmp_path: Path) -> None:
+    empty = tmp_path / "no-secrets"
+    empty.mkdir()
+    env = {**stack.env, "COMPOSE_PROJECT_NAME": "wine-mlops-nosecrets", "SECRETS_DIR": str(empty)}
+    compose = ["docker", "compose", "--env-file", str(stack.env_file)]
+    try:
+        result = subprocess.run(
+            [*compose, "up", "--no-start", "--no-build", "mlflow-server"],
+            cwd=Path(__file__).parents[2],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        subprocess.run([*compose, "down"], cwd=Path(__file__).parents[2], env=env, check=False)
     assert result.returncode != 0
-    assert "POSTGRES_PASSWORD" in result.stderr
+    assert str(empty) in result.stderr  # names the missing secret file
+    assert stack.compose("ps", "--quiet", "mlflow-server").strip()  # the stack is untouched
