@@ -198,7 +198,8 @@ def test_no_secret_is_visible_in_docker_inspect(stack: Stack) -> None:
 def test_no_service_connects_to_postgres_as_a_superuser(stack: Stack) -> None:
     query = (
         "SELECT DISTINCT a.usename, r.rolsuper FROM pg_stat_activity a "
-        "JOIN pg_roles r ON r.rolname = a.usename WHERE a.pid <> pg_backend_pid()"
+        "JOIN pg_roles r ON r.rolname = a.usename "
+        "WHERE a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()"
     )
     superuser = stack.setting("POSTGRES_USER")
     out = stack.compose(
@@ -225,7 +226,7 @@ def test_a_rotated_service_password_is_applied_by_make_up(stack: Stack) -> None:
         stack.env_file.read_text().replace(f"{key}={old}\n", f"{key}={new}\n")
     )
     stack.make("deploy", "serve")  # `make up` without the build and the training
-    search = f"{stack.mlflow_url}/api/2.0/mlflow/experiments/search"
+    search = f"{stack.mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1"
     assert requests.get(search, auth=("prediction-api", new), timeout=10).status_code == 200
     assert requests.get(search, auth=("prediction-api", old), timeout=10).status_code == 401
     assert requests.get(f"{API}/readyz", timeout=10).status_code == 200

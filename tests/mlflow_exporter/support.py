@@ -14,7 +14,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.processes import stop
+from tests.support.processes import auth_env, stop
 from wine_mlops.healthcheck import wait_until_healthy
 
 #: Model families used as run names when many runs are created.
@@ -146,6 +146,9 @@ class ExporterProcess:
                 },
                 "MLFLOW_TRACKING_URI": tracking_uri,
                 "MLFLOW_DISABLE_TELEMETRY": "true",
+                # The test's own experiments: granted to the admin only (tests of the exporter's
+                # read-only user are in tests/mlflow_server/test_auth.py).
+                **auth_env("admin"),
                 "EXPORTER_HOST": "127.0.0.1",
                 "EXPORTER_PORT": str(port),
                 **env,

@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.processes import free_port, stop
+from tests.support.processes import auth_env, free_port, stop
 from wine_mlops.healthcheck import wait_until_healthy
 
 
@@ -46,6 +46,9 @@ def start_api(tracking_uri: str, workdir: Path, wait_ready: bool = True, **env: 
             **{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "WINE_"))},
             "MLFLOW_TRACKING_URI": tracking_uri,
             "MLFLOW_DISABLE_TELEMETRY": "true",
+            # Tests serve models of their own names, granted to the admin only; the e2e tests
+            # serve the stack's model as the read-only prediction-api user.
+            **auth_env("admin"),
             "API_HOST": "127.0.0.1",
             "API_PORT": str(port),
             **env,
