@@ -213,8 +213,8 @@ class RestartableServer:
         self.server = start_mlflow_server(self.workdir, self.store, self.port)
 
     def requests_served(self) -> float:
-        """HTTP requests the server answered so far (from its own Prometheus metrics)."""
-        _, text = get(f"{self.url}/metrics")
+        """HTTP requests the server answered so far (its metrics, on the launcher's ops port)."""
+        _, text = get(f"{self.server.ops_url}/metrics")
         return sum(
             v for (name, _), v in samples(text).items() if name == "mlflow_http_request_total"
         )

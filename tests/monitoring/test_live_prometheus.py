@@ -32,7 +32,13 @@ from tests.monitoring.panels import (
     targets_not_up,
     wait_for_alert,
 )
-from tests.support.processes import MlflowServer, free_port, start_mlflow_server, stop
+from tests.support.processes import (
+    MlflowServer,
+    auth_env,
+    free_port,
+    start_mlflow_server,
+    stop,
+)
 from wine_mlops.features import FEATURE_NAMES
 from wine_mlops.healthcheck import wait_until_healthy
 
@@ -99,7 +105,7 @@ def live(
             workdir, {"MLFLOW_BACKEND_STORE_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
         )
         exporter_port, api_port, prometheus_port = free_port(), free_port(), free_port()
-        common = {"MLFLOW_TRACKING_URI": server.url}
+        common = {"MLFLOW_TRACKING_URI": server.url}  # each service logs in as its own user
         processes.append(
             _service(
                 "mlflow_exporter",
@@ -107,6 +113,7 @@ def live(
                 "/healthz",
                 {
                     **common,
+                    **auth_env("mlflow-exporter"),
                     "EXPORTER_HOST": "127.0.0.1",
                     "EXPORTER_PORT": str(exporter_port),
                     "EXPORTER_REFRESH_INTERVAL": "1",
@@ -120,6 +127,7 @@ def live(
                 "/healthz",
                 {
                     **common,
+                    **auth_env("prediction-api"),
                     "API_HOST": "127.0.0.1",
                     "API_PORT": str(api_port),
                     "WINE_WATCH_INTERVAL_SECONDS": "2",
@@ -130,7 +138,7 @@ def live(
             "prometheus": f"127.0.0.1:{prometheus_port}",
             "prediction-api": f"127.0.0.1:{api_port}",
             "mlflow-exporter": f"127.0.0.1:{exporter_port}",
-            "mlflow-server": server.url.removeprefix("http://"),
+            "mlflow-server": server.ops_url.removeprefix("http://"),  # the unpublished ops port
         }
         decoy = f"localhost:{free_port()}"  # nothing listens there
         config = _test_config(workdir, addresses, decoy)

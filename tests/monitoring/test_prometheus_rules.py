@@ -45,7 +45,7 @@ def test_scrape_jobs_name_the_stack_services() -> None:
         "prometheus": ["localhost:9090"],
         "prediction-api": ["prediction-api:7654"],
         "mlflow-exporter": ["mlflow-exporter:8000"],
-        "mlflow-server": ["mlflow-server:5000"],
+        "mlflow-server": ["mlflow-server:5001"],  # the launcher's ops port (no MLflow login)
     }
 
 
