@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.processes import REPO
+from tests.support.processes import REPO, make_env
 
 COMPOSE = ("docker", "compose")
 #: One-shot jobs; everything else runs until stopped.
@@ -37,20 +37,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         pytest.fail("the docker CLI with Compose is needed (.ci/setup-docker.sh installs it)")
     workdir = tmp_path_factory.mktemp("compose")
     env_file, secrets = workdir / "test.env", workdir / "secrets"
-    subprocess.run(
-        [
-            "python3",
-            str(REPO / "tools/init_env.py"),
-            "--env",
-            str(env_file),
-            "--example",
-            str(REPO / ".env.example"),
-            "--secrets",
-            str(secrets),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    make_env(env_file, secrets)
     result = subprocess.run(
         [*COMPOSE, "--env-file", str(env_file), "--profile", "ci", "config", "--format", "json"],
         cwd=REPO,

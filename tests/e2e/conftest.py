@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.support.processes import make_env
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = "wine-mlops-e2e"
@@ -116,19 +117,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """`make up` once for the whole session; `make destroy-data` at the end."""
     workdir = tmp_path_factory.mktemp("e2e")
     env_file = workdir / "e2e.env"
-    subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "tools/init_env.py"),
-            "--env",
-            str(env_file),
-            "--example",
-            str(REPO / ".env.example"),
-            "--secrets",
-            str(workdir / "secrets"),
-        ],
-        check=True,
-    )
+    make_env(env_file, workdir / "secrets")
     lines = env_file.read_text().splitlines()
     overridden = [
         f"{key}={E2E_SETTINGS[key]}" if (key := line.split("=", 1)[0]) in E2E_SETTINGS else line

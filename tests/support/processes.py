@@ -26,6 +26,13 @@ REPO = Path(__file__).resolve().parents[2]
 _HANDED_OUT: set[int] = set()
 
 
+def make_env(env_file: Path, secrets_dir: Path) -> None:
+    """Runs `make env`'s tool: a fresh env file of random secrets and its secret files."""
+    args = ["--env", env_file, "--example", REPO / ".env.example", "--secrets", secrets_dir]
+    tool = REPO / "tools/init_env.py"
+    subprocess.run([sys.executable, str(tool), *map(str, args)], check=True, capture_output=True)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now and this process never handed out.
 
