@@ -36,7 +36,12 @@ from tests.mlflow_exporter.support import (  # noqa: E402
     samples,
     value,
 )
-from tests.support.processes import free_port, start_mlflow_server, stop  # noqa: E402
+from tests.support.processes import (  # noqa: E402
+    auth_env,
+    free_port,
+    start_mlflow_server,
+    stop,
+)
 from wine_mlops.logs import configure_logging  # noqa: E402
 
 log = logging.getLogger("bench_exporter")
@@ -48,9 +53,9 @@ NAIVE_SCRAPES = 2
 P50_TARGET_MS = 10.0
 
 
-def requests_served(url: str) -> float:
-    """HTTP requests the MLflow server answered so far, from its own metrics."""
-    _, text = get(f"{url}/metrics")
+def requests_served(ops_url: str) -> float:
+    """HTTP requests the MLflow server answered so far (its metrics, on the ops port)."""
+    _, text = get(f"{ops_url}/metrics")
     return sum(v for (name, _), v in samples(text).items() if name == "mlflow_http_request_total")
 
 
@@ -82,6 +87,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-exporter-"))
     store = {"MLFLOW_BACKEND_STORE_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
     server = start_mlflow_server(workdir, store)
+    os.environ.update(auth_env("admin"))  # this process's MLflow client, and the exporter's
     exporter = None
     try:
         client = MlflowClient(server.url)
@@ -89,9 +95,9 @@ def main() -> int:
         insert_finished_runs(store["MLFLOW_BACKEND_STORE_URI"], experiment_id, RUNS)
 
         # The exporter: one refresh (a long interval keeps it to one), then many scrapes.
-        before = requests_served(server.url)
-        own = requests_served(server.url) - before  # whether reading the count counts itself
-        before = requests_served(server.url)
+        before = requests_served(server.ops_url)
+        own = requests_served(server.ops_url) - before  # whether reading the count counts itself
+        before = requests_served(server.ops_url)
         exporter = ExporterProcess(
             server.url,
             free_port(),
@@ -100,23 +106,23 @@ def main() -> int:
             EXPORTER_EXPERIMENTS=EXPERIMENT,
         )
         text = exporter.wait_for("mlflow_up", 1, timeout=120)
-        refresh_server_count = requests_served(server.url) - before - own
+        refresh_server_count = requests_served(server.ops_url) - before - own
         refresh_own_count = value(text, "mlflow_exporter_refresh_requests")
         refresh_seconds = value(text, "mlflow_exporter_refresh_duration_seconds") or 0.0
         runs_read = value(text, "mlflow_exporter_runs_read")
         measure(f"{exporter.url}/metrics", 20)  # warm-up; timings below in milliseconds
-        before = requests_served(server.url)
+        before = requests_served(server.ops_url)
         timings = measure(f"{exporter.url}/metrics", SCRAPES)
-        scrape_server_count = requests_served(server.url) - before - own
+        scrape_server_count = requests_served(server.ops_url) - before - own
 
         # The naive baseline, in-process (no HTTP layer of its own: flattering to it).
         naive_timings = []
-        before = requests_served(server.url)
+        before = requests_served(server.ops_url)
         for _ in range(NAIVE_SCRAPES):
             started = time.perf_counter()
             naive_scrape(client, EXPERIMENT)
             naive_timings.append(time.perf_counter() - started)
-        naive_requests = (requests_served(server.url) - before - own) / NAIVE_SCRAPES
+        naive_requests = (requests_served(server.ops_url) - before - own) / NAIVE_SCRAPES
     finally:
         if exporter is not None:
             exporter.stop()

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.prediction_api.api_process import start_api  # noqa: E402
-from tests.support.processes import start_mlflow_server, stop  # noqa: E402
+from tests.support.processes import auth_env, start_mlflow_server, stop  # noqa: E402
 from wine_mlops.features import FEATURE_NAMES, load_wine_frame  # noqa: E402
 
 TARGET_OVERHEAD_MS = 1.0
@@ -91,6 +91,7 @@ def main() -> int:
     server = start_mlflow_server(
         workdir, {"MLFLOW_BACKEND_STORE_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
     )
+    os.environ.update(auth_env("trainer"))  # the training below logs in as the stack's does
     api = None
     try:
         training = subprocess.run(
