@@ -91,7 +91,9 @@ def main() -> int:
     exporter = None
     try:
         client = MlflowClient(server.url)
-        experiment_id = client.create_experiment(EXPERIMENT)
+        experiment = client.get_experiment_by_name(EXPERIMENT)  # the launcher creates it
+        assert experiment is not None
+        experiment_id = experiment.experiment_id
         insert_finished_runs(store["MLFLOW_BACKEND_STORE_URI"], experiment_id, RUNS)
 
         # The exporter: one refresh (a long interval keeps it to one), then many scrapes.
