@@ -25,6 +25,22 @@ class TrackingServerLoginError(TrackingServerUnavailableError):
     """The MLflow tracking server refused this service's login (HTTP 401)."""
 
 
+def accepts_login(uri: str, login: tuple[str, str] | None) -> bool:
+    """True unless the MLflow server at ``uri`` answers 401 to this login (None: anonymous).
+
+    Args:
+        uri: The tracking server, e.g. ``http://mlflow-server:5000``.
+        login: A user name and password, sent with HTTP basic auth.
+    """
+    response = requests.get(
+        f"{uri}/api/2.0/mlflow/experiments/search",
+        params={"max_results": 1},
+        auth=login,
+        timeout=10,
+    )
+    return response.status_code != 401
+
+
 def _check_login(uri: str, settings: MlflowSettings) -> None:
     """Raises :class:`TrackingServerLoginError` when the server refuses the login."""
     password = settings.tracking_password
@@ -33,10 +49,7 @@ def _check_login(uri: str, settings: MlflowSettings) -> None:
         if settings.tracking_username and password is not None
         else None
     )
-    response = requests.get(
-        f"{uri}/api/2.0/mlflow/experiments/search", params={"max_results": 1}, auth=auth, timeout=10
-    )
-    if response.status_code == 401:
+    if not accepts_login(uri, auth):
         who = f"user {settings.tracking_username!r}" if auth else "an anonymous client"
         raise TrackingServerLoginError(
             f"MLflow at {uri} refused the login of {who} (HTTP 401): set MLFLOW_TRACKING_USERNAME"

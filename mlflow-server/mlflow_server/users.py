@@ -25,7 +25,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import requests
+from wine_mlops.tracking import accepts_login
 
 if TYPE_CHECKING:
     from mlflow.server.auth.client import AuthServiceClient
@@ -51,17 +51,6 @@ class ServiceUser:
     experiment: str
     model: str
     everything: bool = False
-
-
-def _login_works(tracking_uri: str, user: ServiceUser) -> bool:
-    """True when the server accepts the user's current password."""
-    response = requests.get(
-        f"{tracking_uri}/api/2.0/mlflow/users/get",
-        params={"username": user.name},
-        auth=(user.name, user.password.get_secret_value()),
-        timeout=10,
-    )
-    return response.status_code == 200
 
 
 def _ensure_grant(
@@ -101,8 +90,7 @@ def provision(
     from mlflow.server import get_app_client
     from mlflow.tracking import MlflowClient
 
-    admin_user = ServiceUser(admin[0], admin[1], "MANAGE", "MANAGE")
-    if not _login_works(tracking_uri, admin_user):
+    if not accepts_login(tracking_uri, (admin[0], admin[1].get_secret_value())):
         raise PermissionError(
             f"MLflow refuses the admin login {admin[0]!r}: MLFLOW_ADMIN_PASSWORD does not match "
             "the auth database (the admin password is set once; see README, Security, to "
@@ -134,7 +122,7 @@ def provision(
             auth.create_user(user.name, user.password.get_secret_value())
             log.info("created the MLflow user %r", user.name)
         else:
-            if not _login_works(tracking_uri, user):
+            if not accepts_login(tracking_uri, (user.name, user.password.get_secret_value())):
                 auth.update_user_password(user.name, user.password.get_secret_value())
                 log.info("updated the password of the MLflow user %r", user.name)
         scope_experiment = "*" if user.everything else experiment_id
