@@ -169,3 +169,21 @@ def test_unreachable_server_gives_a_clear_error_after_bounded_retries() -> None:
     assert result.returncode == 3
     assert "unreachable after 3 attempts" in result.stderr
     assert result.stderr.count("retrying") == 2
+
+
+def test_a_refused_login_gives_a_clear_error_and_logs_nothing(
+    mlflow_server: MlflowServer, client: MlflowClient
+) -> None:
+    experiment = f"refused-{uuid.uuid4().hex[:8]}"
+    result = train(
+        mlflow_server.url,
+        "--cv-folds",
+        "2",
+        MLFLOW_TRACKING_USERNAME="trainer",
+        MLFLOW_TRACKING_PASSWORD="not-the-trainer-password",
+        WINE_EXPERIMENT_NAME=experiment,
+    )
+    assert result.returncode == 3
+    assert "refused the login of user 'trainer' (HTTP 401)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert client.get_experiment_by_name(experiment) is None
