@@ -39,9 +39,10 @@ ENV PYTHONPATH=/app/common:/app/mlflow-server \
     MLFLOW_ARTIFACTS_DESTINATION=/mlflow/artifacts \
     MLFLOW_PROMETHEUS_DIR=/tmp/mlflow-prometheus
 USER 10001:10001
-EXPOSE 5000
-HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=5 \
-  CMD ["python3", "-m", "wine_mlops.healthcheck", "http://127.0.0.1:5000/health"]
+# 5000: MLflow (basic-auth); 5001: the launcher's ops port (/readyz, /metrics), never published.
+EXPOSE 5000 5001
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=5 \
+  CMD ["python3", "-m", "wine_mlops.healthcheck", "http://127.0.0.1:5001/readyz"]
 ENTRYPOINT ["python3", "-m", "mlflow_server"]
 
 FROM python-base AS model-training
