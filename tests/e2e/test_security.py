@@ -97,8 +97,9 @@ def test_service_users_hold_only_what_they_need(
 
 
 def test_prometheus_reads_mlflow_metrics_on_an_unpublished_ops_port(stack: Stack) -> None:
-    with pytest.raises(subprocess.CalledProcessError):
-        stack.compose("port", "mlflow-server", "5001")
+    ports = _inspect(stack, "mlflow-server")["NetworkSettings"]["Ports"]
+    assert [b["HostIp"] for b in ports["5000/tcp"]] == ["127.0.0.1"]
+    assert not ports.get("5001/tcp")  # exposed to the stack's networks, never on the host
     targets = requests.get("http://127.0.0.1:9090/api/v1/targets", timeout=10).json()
     mlflow_target = [
         t for t in targets["data"]["activeTargets"] if t["labels"]["job"] == "mlflow-server"
