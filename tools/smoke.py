@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree
 
+from wine_mlops.settings import DEFAULT_MIN_ACCURACY
+
 #: Container port of each service the smoke test knows, in the order it checks them.
 SERVICE_PORTS: dict[str, int] = {
     "mlflow-server": 5000,
@@ -475,7 +477,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--min-accuracy",
         type=float,
-        default=float(os.environ.get("WINE_MIN_ACCURACY") or 0.0),
+        default=float(os.environ.get("WINE_MIN_ACCURACY") or DEFAULT_MIN_ACCURACY),
         help="fail when the champion's test accuracy is lower (env WINE_MIN_ACCURACY)",
     )
     parser.add_argument(

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -29,6 +29,12 @@ def _split_commas(value: object) -> object:
 
 #: Names read from one comma-separated variable: ``"a, b"`` gives ``("a", "b")``, blank ``()``.
 CommaSeparated = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_commas)]
+
+
+#: The stack's accuracy floor (``WINE_MIN_ACCURACY``): training never promotes a model below it
+#: to champion, and the exporter publishes it (``wine_champion_accuracy_floor``) for the alert
+#: on the champion's accuracy. The one place this number is written.
+DEFAULT_MIN_ACCURACY = 0.9
 
 
 class SecretFileError(ValueError):
@@ -95,7 +101,8 @@ class MlflowSettings(ServiceSettings):
 
     Environment variables: ``MLFLOW_TRACKING_URI``, ``WINE_EXPERIMENT_NAME``,
     ``WINE_MODEL_NAME``, ``WINE_CHAMPION_ALIAS``, ``WINE_CHALLENGER_ALIAS``,
-    ``WINE_MLFLOW_CONNECT_ATTEMPTS``, ``WINE_MLFLOW_CONNECT_MAX_BACKOFF``, and the service's
+    ``WINE_MLFLOW_CONNECT_ATTEMPTS``, ``WINE_MLFLOW_CONNECT_MAX_BACKOFF``,
+    ``WINE_MIN_ACCURACY`` (blank: :data:`DEFAULT_MIN_ACCURACY`), and the service's
     MLflow login ``MLFLOW_TRACKING_USERNAME`` with ``MLFLOW_TRACKING_PASSWORD`` (or
     ``MLFLOW_TRACKING_PASSWORD_FILE``).
     """
@@ -111,10 +118,19 @@ class MlflowSettings(ServiceSettings):
     connect_max_backoff_seconds: float = Field(
         default=8.0, gt=0, validation_alias="WINE_MLFLOW_CONNECT_MAX_BACKOFF"
     )
+    min_accuracy: float = Field(
+        default=DEFAULT_MIN_ACCURACY, ge=0, le=1, validation_alias="WINE_MIN_ACCURACY"
+    )
     tracking_username: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_USERNAME")
     tracking_password: SecretStr | None = Field(
         default=None, validation_alias="MLFLOW_TRACKING_PASSWORD"
     )
+
+    @field_validator("min_accuracy", mode="before")
+    @classmethod
+    def _blank_is_default(cls, value: object) -> object:
+        # compose passes ${WINE_MIN_ACCURACY:-}: blank means "the stack's default"
+        return DEFAULT_MIN_ACCURACY if isinstance(value, str) and not value.strip() else value
 
     def use_credentials(self) -> None:
         """Hands the service's MLflow login to MLflow's HTTP client.

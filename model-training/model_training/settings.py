@@ -15,7 +15,6 @@ class TrainingSettings(MlflowSettings):
 
     Environment variables (besides those of :class:`MlflowSettings`): ``WINE_DATA_PATH``,
     ``WINE_SEED``, ``WINE_TEST_SIZE``, ``WINE_CV_FOLDS``, ``WINE_CANDIDATES`` (comma-separated),
-    ``WINE_MIN_ACCURACY`` (the promotion floor),
     ``GIT_COMMIT``, ``BUILD_ID``, ``BUILD_URL``, ``LOG_LEVEL``.
     """
 
@@ -23,7 +22,6 @@ class TrainingSettings(MlflowSettings):
     seed: int = Field(default=42, validation_alias="WINE_SEED")
     test_size: float = Field(default=0.25, gt=0.05, lt=0.8, validation_alias="WINE_TEST_SIZE")
     cv_folds: int = Field(default=5, ge=2, le=10, validation_alias="WINE_CV_FOLDS")
-    min_accuracy: float = Field(default=0.0, ge=0, le=1, validation_alias="WINE_MIN_ACCURACY")
     candidates: CommaSeparated = Field(
         default=DEFAULT_CANDIDATES, validation_alias="WINE_CANDIDATES"
     )
