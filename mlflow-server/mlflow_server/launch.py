@@ -8,11 +8,13 @@ The launcher is the container's main process (under ``init: true``) and supervis
    environment only, never on a command line;
 2. once ``/health`` answers, it creates or updates the stack's MLflow users and their grants
    (:mod:`mlflow_server.users`), idempotently;
-3. it serves ``/readyz`` (200 once the users are in place) and ``/metrics`` (MLflow's own
-   request metrics, read from the multi-process files) on an ops port that compose does not
-   publish, so that Prometheus needs no MLflow login (MLflow answers its own ``/metrics`` to
-   admins only);
-4. it forwards SIGTERM/SIGINT to the server and exits with its exit code.
+3. it probes the two databases and the artifact folder every few seconds
+   (:mod:`mlflow_server.stores`; MLflow's ``/health`` never touches its database);
+4. it serves ``/readyz`` (200 once the users are in place and while both databases answer)
+   and ``/metrics`` (MLflow's own request metrics, read from the multi-process files, and the
+   stores' state) on an ops port that compose does not publish, so that Prometheus needs no
+   MLflow login (MLflow answers its own ``/metrics`` to admins only);
+5. it forwards SIGTERM/SIGINT to the server and exits with its exit code.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from urllib.parse import quote
 
 from pydantic import Field, SecretStr, model_validator
 
-from mlflow_server.ops import OpsServer
+from mlflow_server.ops import OpsServer, metrics_registry
+from mlflow_server.stores import StoreProbe, local_artifact_folder
 from mlflow_server.users import ServiceUser, provision
 from wine_mlops.healthcheck import wait_until_healthy
 from wine_mlops.logs import configure_logging
@@ -211,6 +214,7 @@ class Supervisor:
         self.settings = settings
         self.ready = threading.Event()
         self.child: subprocess.Popen[bytes] | None = None
+        self.stores: StoreProbe | None = None
 
     def _forward(self, signum: int, _frame: FrameType | None) -> None:
         if self.child is not None and self.child.poll() is None:
@@ -254,17 +258,34 @@ class Supervisor:
             self.child = subprocess.Popen(  # noqa: S603 (fixed argv, no shell)
                 command, env=settings.server_environment(config)
             )
-            ops = OpsServer(settings.host, settings.ops_port, settings.prometheus_dir, self)
+            registry = metrics_registry(settings.prometheus_dir)
+            artifacts = local_artifact_folder(settings.artifacts_destination)
+            if artifacts is not None:  # a missing folder later means the volume is gone
+                artifacts.mkdir(parents=True, exist_ok=True)
+            self.stores = StoreProbe(
+                {"tracking": settings.store_uri(), "auth": settings.auth_uri()},
+                artifacts,
+                registry,
+            )
+            self.stores.start()
+            ops = OpsServer(settings.host, settings.ops_port, registry, self)
             ops.start()
             threading.Thread(target=self._provision, name="provision", daemon=True).start()
             try:
                 return self.child.wait()
             finally:
                 ops.stop()
+                self.stores.stop()
 
     def is_ready(self) -> bool:
-        """True once the users are provisioned and while the server runs."""
-        return self.ready.is_set() and self.child is not None and self.child.poll() is None
+        """True once the users are provisioned, while the server runs and its databases answer."""
+        return (
+            self.ready.is_set()
+            and self.child is not None
+            and self.child.poll() is None
+            and self.stores is not None
+            and self.stores.databases_up()
+        )
 
 
 def main() -> int:

@@ -4,7 +4,8 @@ MLflow's basic-auth answers its own ``/metrics`` to admins only, and Prometheus 
 hold an admin password. MLflow's server writes its request metrics to multi-process files
 (``--expose-prometheus DIR``); this server reads the same files with prometheus-client's
 ``MultiProcessCollector`` and serves them without a login, on a port that compose leaves on
-the internal network (never published on the host).
+the internal network (never published on the host), next to the launcher's own metrics
+(:mod:`mlflow_server.stores`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,23 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Protocol
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
 
 class Readiness(Protocol):
     """Tells whether the supervised server is ready."""
 
     def is_ready(self) -> bool:
-        """True when the server answers and its users are in place."""
+        """True when the server answers, its users are in place and its databases answer."""
+
+
+def metrics_registry(metrics_dir: Path | None) -> CollectorRegistry:
+    """A registry for ``/metrics``: MLflow's multi-process metrics when it writes them."""
+    registry = CollectorRegistry()
+    if metrics_dir is not None:
+        MultiProcessCollector(registry, path=str(metrics_dir))
+    return registry
 
 
 class OpsServer:
@@ -29,20 +41,13 @@ class OpsServer:
     Args:
         host: Address to bind.
         port: Port to bind.
-        metrics_dir: MLflow's multi-process metrics folder, or None (then ``/metrics`` is 404).
+        registry: What ``/metrics`` serves (:func:`metrics_registry`, plus the launcher's).
         readiness: Answers ``/readyz``.
     """
 
     def __init__(
-        self, host: str, port: int, metrics_dir: Path | None, readiness: Readiness
+        self, host: str, port: int, registry: CollectorRegistry, readiness: Readiness
     ) -> None:
-        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-        from prometheus_client.multiprocess import MultiProcessCollector
-
-        registry: CollectorRegistry | None = None
-        if metrics_dir is not None:
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry, path=str(metrics_dir))
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -50,7 +55,7 @@ class OpsServer:
                     ready = readiness.is_ready()
                     status = HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE
                     self._send(status, b"ready\n" if ready else b"not ready\n", "text/plain")
-                elif self.path == "/metrics" and registry is not None:
+                elif self.path == "/metrics":
                     self._send(HTTPStatus.OK, generate_latest(registry), CONTENT_TYPE_LATEST)
                 else:
                     self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")

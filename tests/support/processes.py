@@ -66,6 +66,8 @@ class PostgresServer:
         password: Its password (``MLFLOW_DB_PASSWORD``).
         database: The tracking store's database (``POSTGRES_DB``).
         auth_database: MLflow basic-auth's database (``MLFLOW_AUTH_DB``).
+        data_dir: The cluster's folder.
+        run_as: The command prefix that runs PostgreSQL's programs as their account.
     """
 
     port: int
@@ -77,6 +79,31 @@ class PostgresServer:
     password: str
     database: str
     auth_database: str
+    data_dir: Path = Path()
+    run_as: tuple[str, ...] = ()
+
+    @contextlib.contextmanager
+    def outage(self) -> Iterator[None]:
+        """Stops the server (fast shutdown: clients are cut off) and starts it again after.
+
+        The cluster keeps its data: what a restart of the database container does.
+        """
+        pg_ctl = [*self.run_as, str(self.bindir / "pg_ctl"), "-D", str(self.data_dir)]
+        subprocess.run([*pg_ctl, "stop", "-m", "fast", "-w"], check=True, capture_output=True)
+        try:
+            yield
+        finally:
+            options = (
+                f"-p {self.port} -c listen_addresses=127.0.0.1 "
+                f"-c unix_socket_directories={self.socket_dir} -c fsync=off"
+            )
+            log = self.socket_dir / "postgres-restarted.log"
+            subprocess.run(
+                [*pg_ctl, "start", "-w", "-o", options, "-l", str(log)],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
 
     @property
     def env(self) -> dict[str, str]:
@@ -173,6 +200,8 @@ def postgres_server(
         password=secrets.token_urlsafe(12) + "%@:/'",
         database="mlflow",
         auth_database="mlflow_auth",
+        data_dir=workdir / "data",
+        run_as=tuple(run_as),
     )
     pwfile = workdir / "pwfile"
     pwfile.write_text(server.superuser_password + "\n")
