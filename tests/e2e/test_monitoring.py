@@ -7,6 +7,7 @@ machines without a registry, so its dashboards are proven query by query against
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 
@@ -72,3 +73,35 @@ def test_provoked_faults_fire_alerts(stack: Stack) -> None:
         stack.compose("up", "--detach", "--wait", "mlflow-exporter")
     names = {a["labels"]["alertname"] for a in firing_alerts(PROMETHEUS)}
     assert {"WineTargetDown", "WineApiHighClientErrorRatio"} <= names
+
+
+def _health(stack: Stack, service: str) -> str:
+    """The Docker health status of a service's container: healthy, unhealthy or starting."""
+    container = stack.compose("ps", "--quiet", service).strip()
+    return subprocess.run(
+        ["docker", "inspect", "--format", "{{.State.Health.Status}}", container],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def test_a_database_outage_marks_mlflow_unhealthy_fires_an_alert_and_spares_the_api(
+    stack: Stack,
+) -> None:
+    wine = load_dataset().features.iloc[0].to_dict()
+    stack.compose("stop", "mlflow-db")
+    try:
+        wait_for_alert(
+            PROMETHEUS, "MlflowTrackingStoreDown", timeout=240, labels={"store": "tracking"}
+        )
+        deadline = time.monotonic() + 120  # the healthcheck: 6 failures, 10 s apart
+        while _health(stack, "mlflow-server") != "unhealthy":
+            assert time.monotonic() < deadline, "mlflow-server stayed healthy without its database"
+            time.sleep(5)
+        response = requests.post(f"{API}/predict", json=wine, timeout=10)
+        assert response.status_code == 200, response.text
+    finally:
+        stack.compose("start", "mlflow-db")
+    stack.compose("up", "--detach", "--wait", "mlflow-db", "mlflow-server")
+    assert _health(stack, "mlflow-server") == "healthy"
