@@ -1,7 +1,8 @@
 """Dashboard "Wine MLOps / Platform": is every part of the stack up and fresh?
 
-Answers: which scrape targets are up; the MLflow tracking server's request rate, errors and
-latency (its own ``/metrics``); whether the exporter's MLflow snapshot is fresh; which
+Answers: which scrape targets are up; whether the MLflow tracking server reaches its stores
+and how full its artifact volume is; its request rate, errors and latency (its own
+``/metrics``); whether the exporter's MLflow snapshot is fresh; which
 alerts fire now.
 """
 
@@ -112,6 +113,33 @@ def build() -> dashboard_builder.Dashboard:
     )
 
     board = board.with_row(dashboard_builder.Row("MLflow tracking server"))
+    board = board.with_panel(
+        stat_panel(
+            "MLflow stores",
+            "Whether mlflow-server reaches its tracking and auth databases and can write its "
+            "artifact volume (alerts MlflowTrackingStoreDown, MlflowArtifactStoreUnavailable).",
+            query(f"wine_mlflow_store_up{{{MLFLOW}}}", "{{store}}"),
+            mappings=value_map({"1": ("UP", "green"), "0": ("DOWN", "red")}),
+            colors=thresholds((None, "red"), (1, "green")),
+        )
+        .span(12)
+        .height(5)
+    )
+    board = board.with_panel(
+        stat_panel(
+            "Artifact volume free",
+            "Share of the artifact volume still free: training fails when it is full "
+            "(alerts below 10% and 1%).",
+            query(
+                f"min(wine_mlflow_artifact_store_free_bytes{{{MLFLOW}}}"
+                f" / wine_mlflow_artifact_store_size_bytes{{{MLFLOW}}})"
+            ),
+            unit="percentunit",
+            colors=thresholds((None, "red"), (0.01, "orange"), (0.1, "green")),
+        )
+        .span(12)
+        .height(5)
+    )
     board = board.with_panel(
         time_series(
             "MLflow requests per second by status",
