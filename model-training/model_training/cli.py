@@ -1,7 +1,11 @@
 """Command line of the training job: ``wine-train`` or ``python -m model_training``.
 
 Exit codes: 0 done, 2 invalid data or arguments (nothing logged to MLflow),
-3 MLflow unreachable, 1 any other failure (e.g. a champion that cannot be loaded safely).
+3 MLflow unreachable, 1 any other failure (a champion that cannot be loaded safely, an
+artifact store that is full, the promotion lock held too long by another session),
+143 stopped by SIGTERM (``docker stop``, a CI abort) and 130 by SIGINT (Ctrl-C): the runs
+end as KILLED, and the registry holds either this session's complete new version (alias and
+``promotion_reason`` set) or no new version at all.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ import sys
 import warnings
 from pathlib import Path
 
+from model_training import interruption
 from model_training.candidates import CANDIDATES
 from model_training.data import DataValidationError, load_dataset
+from model_training.interruption import TrainingInterrupted
 from model_training.settings import TrainingSettings
 from wine_mlops.logs import configure_logging
 from wine_mlops.settings import load_settings
@@ -71,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
 
     # heavy imports only once input is valid
-    from model_training.session import ChampionRefusedError, run_session
+    from model_training.promotion_lock import PromotionLockLostError, PromotionLockTimeoutError
+    from model_training.session import ChampionRefusedError, SessionFailedError, run_session
 
     try:
         dataset = load_dataset(settings.data_path)
@@ -79,23 +86,36 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         log.error("dataset rejected: nothing was logged to MLflow")
         return EXIT_INVALID_INPUT
+    interruption.install()
     try:
         result = run_session(dataset, settings)
+        log.info(
+            "done: %s v%s is %s; compare the runs at %s/#/experiments/%s/runs/%s",
+            settings.model_name,
+            result.version,
+            "champion" if result.decision.promote else "challenger",
+            (settings.public_url or settings.tracking_uri).rstrip("/"),
+            result.experiment_id,
+            result.parent_run_id,
+        )
     except TrackingServerUnavailableError as exc:
         log.error("%s", exc)
         return EXIT_MLFLOW_UNREACHABLE
-    except ChampionRefusedError as exc:
+    except (
+        ChampionRefusedError,
+        SessionFailedError,
+        PromotionLockTimeoutError,
+        PromotionLockLostError,
+    ) as exc:
         log.error("%s", exc)
         return EXIT_FAILURE
-    log.info(
-        "done: %s v%s is %s; compare the runs at %s/#/experiments/%s/runs/%s",
-        settings.model_name,
-        result.version,
-        "champion" if result.decision.promote else "challenger",
-        (settings.public_url or settings.tracking_uri).rstrip("/"),
-        result.experiment_id,
-        result.parent_run_id,
-    )
+    except TrainingInterrupted as exc:
+        log.error(
+            "training %s: its runs are marked KILLED; the registry holds either a complete new "
+            "version or none; train again to finish",
+            exc,
+        )
+        return exc.exit_code
     return 0
 
 

@@ -2,27 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import logging
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import requests
 from mlflow.data.pandas_dataset import from_pandas
+from mlflow.entities import Run, RunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from sklearn.model_selection import train_test_split
 
-from model_training import artifacts
+from model_training import artifacts, interruption
 from model_training.candidates import build_candidates, model_params
 from model_training.data import Dataset
 from model_training.evaluation import Evaluation, Split, evaluate, score_on_test_set
+from model_training.interruption import TrainingInterrupted
 from model_training.promotion import Decision, decide
+from model_training.promotion_lock import PromotionLock
 from model_training.settings import TrainingSettings
 from wine_mlops.features import CLASS_NAMES, TARGET
 from wine_mlops.model_files import TRUSTED_TYPES, UnsafeModelError, load_model_version
@@ -48,6 +55,14 @@ class ChampionRefusedError(RuntimeError):
         )
         self.version = version
         self.error = error
+
+
+class SessionFailedError(RuntimeError):
+    """Logging the runs or models failed before anything was registered (e.g. a full disk).
+
+    The message is one line: what failed, that the registry and ``champion`` are unchanged,
+    and what to do.
+    """
 
 
 @dataclass(frozen=True)
@@ -190,6 +205,68 @@ def _champion_metrics(
     return version.version, score_on_test_set(model, split.x_test, split.y_test)
 
 
+def experiment_id(client: MlflowClient, name: str) -> str:
+    """The id of the experiment ``name``, created if it does not exist yet.
+
+    Two sessions may create it at the same moment: the one whose creation is refused
+    (``RESOURCE_ALREADY_EXISTS``) reads the other's by name. Runs are then started with this
+    id, never through MLflow's active experiment, so no run can land in another experiment.
+    """
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    try:
+        created = client.create_experiment(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:  # created and deleted meanwhile: nothing sensible to log into
+            raise
+        return str(experiment.experiment_id)
+    log.info("created the MLflow experiment %r (id %s)", name, created)
+    return str(created)
+
+
+@contextlib.contextmanager
+def tracked_run(**kwargs: Any) -> Iterator[Run]:
+    """``mlflow.start_run`` whose run ends ``KILLED`` when a stop signal ends the session.
+
+    MLflow's own context manager ends a run ``FAILED`` on any exception; a session stopped
+    by SIGTERM or SIGINT was killed, not failed. Starting and finishing the run hold the
+    signal back, so no run is left ``RUNNING`` by a signal arriving in between.
+
+    Args:
+        **kwargs: Passed to ``mlflow.start_run`` (``experiment_id``, ``run_name``, ``nested``).
+    """
+    with interruption.deferred():
+        run = mlflow.start_run(**kwargs)
+    try:
+        yield run
+    except TrainingInterrupted:
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except BaseException:
+        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        raise
+    with interruption.deferred():
+        mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+
+
+def _first_line(error: BaseException, limit: int = 240) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _unchanged_champion(client: MlflowClient, settings: TrainingSettings) -> str:
+    """``champion vN`` for an error message, as far as MLflow still answers."""
+    try:
+        version = version_by_alias(client, settings.model_name, settings.champion_alias)
+    except Exception:  # only for a message
+        return settings.champion_alias
+    return f"{settings.champion_alias} v{version.version}" if version else "no champion"
+
+
 def run_session(dataset: Dataset, settings: TrainingSettings) -> SessionResult:
     """Trains, logs, registers and (maybe) promotes, as one parent run with nested runs.
 
@@ -202,8 +279,13 @@ def run_session(dataset: Dataset, settings: TrainingSettings) -> SessionResult:
 
     Raises:
         TrackingServerUnavailableError: When MLflow cannot be reached.
+        SessionFailedError: When logging a run, an artifact or a model fails (e.g. the artifact
+            store is full); the runs end as failed, nothing is registered.
         ChampionRefusedError: When the current champion cannot be loaded safely; the runs
             are logged (and end as failed), nothing is registered and no alias moves.
+        PromotionLockTimeoutError: When another session holds the promotion lock too long.
+        TrainingInterrupted: When SIGTERM or SIGINT stopped the session; its runs end as
+            killed, and the registry holds either a complete new version or none.
     """
     split = split_dataset(dataset, settings.test_size, settings.seed)
     log.info(
@@ -216,27 +298,40 @@ def run_session(dataset: Dataset, settings: TrainingSettings) -> SessionResult:
     )
     wait_for_tracking_server(settings)
     mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_experiment(settings.experiment_name)
     client = MlflowClient()
+    experiment = experiment_id(client, settings.experiment_name)
     session_name = f"training-session-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     estimators = build_candidates(settings.candidates, settings.seed)
 
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name=session_name) as parent:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        tracked_run(experiment_id=experiment, run_name=session_name) as parent,
+    ):
         workdir = Path(tmp)
         provenance = {
             "git_commit": settings.git_commit or _git_commit(),
             "ci_build_id": settings.build_id,
             "ci_build_url": settings.build_url,
         }
-        mlflow.set_tags(
-            {"session": "training", "dataset_digest": dataset.digest}
-            | {k: v for k, v in provenance.items() if v}
-        )
-        _log_dataset(dataset, settings, workdir)
-        results = _train_candidates(estimators, dataset, split, settings, workdir)
+        try:
+            mlflow.set_tags(
+                {"session": "training", "dataset_digest": dataset.digest}
+                | {k: v for k, v in provenance.items() if v}
+            )
+            _log_dataset(dataset, settings, workdir)
+            results = _train_candidates(estimators, dataset, split, settings, workdir, experiment)
+        except (MlflowException, requests.RequestException, OSError) as exc:
+            raise SessionFailedError(
+                f"training failed while logging to MLflow ({_first_line(exc)}); nothing was "
+                f"registered and {_unchanged_champion(client, settings)} is unchanged. "
+                "Check that MLflow's artifact store has free space (volume mlflow-artifacts) "
+                "and its database is up, then train again"
+            ) from exc
         best, best_uri = max(results, key=lambda pair: pair[0].rank_key)
         log.info("best candidate of this session: %s", best.name)
-        version, decision = _register_and_promote(client, settings, best, best_uri, split, dataset)
+        version, decision = _register_and_promote(
+            client, settings, session_name, best, best_uri, split, dataset
+        )
         return SessionResult(
             parent_run_id=parent.info.run_id,
             experiment_id=parent.info.experiment_id,
@@ -253,12 +348,17 @@ def _train_candidates(
     split: Split,
     settings: TrainingSettings,
     workdir: Path,
+    experiment: str,
 ) -> list[tuple[Evaluation, str]]:
-    """Evaluates and logs each candidate in its own nested run; returns them with model URIs."""
+    """Evaluates and logs each candidate in its own nested run; returns them with model URIs.
+
+    The nested runs name the experiment too: without it MLflow would start them in its
+    active experiment, which this job never sets.
+    """
     results: list[tuple[Evaluation, str]] = []
     for position, (name, estimator) in enumerate(estimators.items(), start=1):
         log.info("[%d/%d] training %s", position, len(estimators), name)
-        with mlflow.start_run(run_name=name, nested=True):
+        with tracked_run(experiment_id=experiment, run_name=name, nested=True):
             mlflow.set_tags({"model_family": name, "dataset_digest": dataset.digest})
             result = evaluate(name, estimator, split, settings.cv_folds, settings.seed)
             uri = _log_candidate(result, split, workdir)
@@ -281,6 +381,7 @@ def _train_candidates(
 def _register_and_promote(
     client: MlflowClient,
     settings: TrainingSettings,
+    session_name: str,
     best: Evaluation,
     best_uri: str,
     split: Split,
@@ -288,29 +389,56 @@ def _register_and_promote(
 ) -> tuple[str, Decision]:
     """Registers the session's best model, then moves ``champion`` only if it earned it.
 
-    The current champion is reloaded and scored on this session's test set first; the
-    decision and its reason go to the version's tags, the parent run and the log.
+    Everything from reading the champion to moving the alias happens under the promotion
+    lock (:mod:`model_training.promotion_lock`): no other session can move ``champion``
+    between the moment this one scores it and the moment this one decides. The champion is
+    reloaded by version and scored on this session's test set. The version is registered
+    with its decision and reason as tags, and the alias set, with stop signals held back, so
+    a version never exists without them (short of SIGKILL).
     """
-    champion_version, champion = _champion_metrics(client, settings, split)
-    decision = decide(best.metrics, champion, champion_version, settings.min_accuracy)
-    registered = mlflow.register_model(
-        best_uri,
+    lock = PromotionLock(
+        client,
         settings.model_name,
-        tags={
-            "model_family": best.name,
-            "dataset_digest": dataset.digest,
-            **{k: f"{v:.6g}" for k, v in best.metrics.items()},
-        },
+        holder=session_name,
+        lease_seconds=settings.lock_lease_seconds,
+        wait_seconds=settings.lock_wait_seconds,
     )
-    alias = settings.champion_alias if decision.promote else settings.challenger_alias
-    client.set_registered_model_alias(settings.model_name, alias, registered.version)
-    if decision.promote:
-        challenger = version_by_alias(client, settings.model_name, settings.challenger_alias)
-        if challenger is not None:  # an older loser is no longer the one to watch
-            client.delete_registered_model_alias(settings.model_name, settings.challenger_alias)
-    client.set_model_version_tag(
-        settings.model_name, registered.version, "promotion_reason", decision.reason
-    )
+    lock.acquire()
+    try:
+        champion_version, champion = _champion_metrics(client, settings, split)
+        decision = decide(best.metrics, champion, champion_version, settings.min_accuracy)
+        alias = settings.champion_alias if decision.promote else settings.challenger_alias
+        lock.check()
+        with interruption.deferred():
+            registered = mlflow.register_model(
+                best_uri,
+                settings.model_name,
+                tags={
+                    "model_family": best.name,
+                    "dataset_digest": dataset.digest,
+                    **{k: f"{v:.6g}" for k, v in best.metrics.items()},
+                    "promotion": alias,
+                    "promotion_reason": decision.reason,
+                },
+            )
+            client.set_registered_model_alias(settings.model_name, alias, registered.version)
+            if decision.promote:
+                challenger = version_by_alias(
+                    client, settings.model_name, settings.challenger_alias
+                )
+                if challenger is not None:  # an older loser is no longer the one to watch
+                    client.delete_registered_model_alias(
+                        settings.model_name, settings.challenger_alias
+                    )
+            log.info(
+                "registered %s version %s as %s: %s",
+                settings.model_name,
+                registered.version,
+                alias,
+                decision.reason,
+            )
+    finally:
+        lock.release()
     mlflow.set_tags(
         {
             "best_model": best.name,
@@ -322,11 +450,4 @@ def _register_and_promote(
     mlflow.log_metrics({f"best_{k}": v for k, v in best.metrics.items()})
     if champion is not None:
         mlflow.log_metrics({f"champion_{k}": v for k, v in champion.items()})
-    log.info(
-        "registered %s version %s as %s: %s",
-        settings.model_name,
-        registered.version,
-        alias,
-        decision.reason,
-    )
     return registered.version, decision

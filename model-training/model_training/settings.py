@@ -15,7 +15,10 @@ class TrainingSettings(MlflowSettings):
 
     Environment variables (besides those of :class:`MlflowSettings`): ``WINE_DATA_PATH``,
     ``WINE_SEED``, ``WINE_TEST_SIZE``, ``WINE_CV_FOLDS``, ``WINE_CANDIDATES`` (comma-separated),
-    ``GIT_COMMIT``, ``BUILD_ID``, ``BUILD_URL``, ``LOG_LEVEL``.
+    ``GIT_COMMIT``, ``BUILD_ID``, ``BUILD_URL``, ``LOG_LEVEL``,
+    ``WINE_PROMOTION_LOCK_LEASE_SECONDS`` (after how long another session may break a lock
+    left by a session that died) and ``WINE_PROMOTION_LOCK_WAIT_SECONDS`` (how long to wait
+    for the lock; longer than the lease, so that a dead session's lock is broken in time).
     """
 
     data_path: Path | None = Field(default=None, validation_alias="WINE_DATA_PATH")
@@ -29,6 +32,12 @@ class TrainingSettings(MlflowSettings):
     build_id: str | None = Field(default=None, validation_alias="BUILD_ID")
     build_url: str | None = Field(default=None, validation_alias="BUILD_URL")
     public_url: str | None = Field(default=None, validation_alias="WINE_MLFLOW_PUBLIC_URL")
+    lock_lease_seconds: float = Field(
+        default=300.0, ge=1, validation_alias="WINE_PROMOTION_LOCK_LEASE_SECONDS"
+    )
+    lock_wait_seconds: float = Field(
+        default=600.0, ge=0, validation_alias="WINE_PROMOTION_LOCK_WAIT_SECONDS"
+    )
 
     @field_validator(
         "data_path", "git_commit", "build_id", "build_url", "public_url", mode="before"
