@@ -41,7 +41,7 @@ GIT_COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
 export GIT_COMMIT
 
 .PHONY: help install lock env lint test e2e bench up build train-stack train dev urls down \
-        destroy-data logs ps airgap-images clean dashboards
+        destroy-data logs ps airgap-images clean dashboards backup restore
 
 help: ## Show this help
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -121,6 +121,16 @@ down: ## Stop the stack; keeps the database, artifacts and dashboards
 
 destroy-data: ## Stop the stack AND delete its volumes (database, artifacts): irreversible
 	$(COMPOSE) down --volumes --remove-orphans
+
+# Backups (tools/backup.py): one archive of the databases, artifacts and Grafana's data.
+BACKUP_DIR ?= backups
+
+backup: $(BIN)/.installed env ## Back up the running stack: one timestamped archive in backups/
+	$(BIN)/python tools/backup.py --env-file $(ENV_FILE) backup --dir $(BACKUP_DIR)
+
+restore: $(BIN)/.installed env ## Restore BACKUP=backups/<file>.tar onto an empty stack (make destroy-data)
+	@if [ -z "$(BACKUP)" ]; then echo "usage: make restore BACKUP=$(BACKUP_DIR)/<file>.tar" >&2; exit 2; fi
+	$(BIN)/python tools/backup.py --env-file $(ENV_FILE) restore $(BACKUP)
 
 logs: ## Follow the stack's logs
 	$(COMPOSE) logs --follow --tail=100
