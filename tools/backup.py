@@ -46,7 +46,6 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -159,7 +158,11 @@ def verify_archive(archive: Path, into: Path) -> dict[str, Any]:
     if not archive.is_file():
         raise RefusedError(f"{archive}: no such file")
     try:
-        with tarfile.open(archive, "r:") as tar:
+        tar = tarfile.open(archive, "r:")  # noqa: SIM115 (closed below)
+    except tarfile.TarError:
+        raise RefusedError(f"{archive}: not a tar file, so not a backup archive") from None
+    try:
+        with tar:
             members = tar.getmembers()  # reads every header: a truncated archive fails here
             names = [m.name for m in members]
             if MANIFEST not in names:
@@ -167,7 +170,9 @@ def verify_archive(archive: Path, into: Path) -> dict[str, Any]:
             manifest = _read_manifest(archive, tar.extractfile(MANIFEST))
             expected: dict[str, dict[str, Any]] = manifest["members"]
             listed = set(expected) | {MANIFEST}
-            if extra := sorted(set(names) - listed) + [n for n in names if names.count(n) > 1]:
+            if twice := sorted({n for n in names if names.count(n) > 1}):
+                raise RefusedError(f"{archive}: member {twice[0]} appears twice")
+            if extra := sorted(set(names) - listed):
                 raise RefusedError(f"{archive}: member {extra[0]} is not in the manifest")
             if missing := sorted(set(expected) - set(names)) or sorted(set(REQUIRED) - listed):
                 raise RefusedError(f"{archive}: member {missing[0]} is missing")
@@ -175,9 +180,7 @@ def verify_archive(archive: Path, into: Path) -> dict[str, Any]:
                 if member.name != MANIFEST:
                     _extract_checked(archive, tar, member, expected[member.name], into)
     except (tarfile.TarError, EOFError, UnicodeDecodeError) as exc:
-        raise RefusedError(
-            f"{archive}: not a readable backup archive (truncated or damaged: {exc})"
-        ) from None
+        raise RefusedError(f"{archive}: truncated or damaged archive ({exc})") from None
     return manifest
 
 
@@ -227,14 +230,11 @@ def count_files(tgz: Path) -> int:
 # --- The stack (docker compose) ------------------------------------------------------------
 
 
-@dataclass
 class Stack:
     """The compose project of ``--env-file`` (same environment as the Makefile's COMPOSE)."""
 
-    env_file: Path
-
-    def __post_init__(self) -> None:
-        self.compose = ["docker", "compose", "--env-file", str(self.env_file)]
+    def __init__(self, env_file: Path) -> None:
+        self.compose = ["docker", "compose", "--env-file", str(env_file)]
         self.config: dict[str, Any] = json.loads(self.run("config", "--format", "json").stdout)
         db_env = self.config["services"]["mlflow-db"]["environment"]
         self.superuser: str = db_env.get("POSTGRES_USER") or "postgres"
