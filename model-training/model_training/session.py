@@ -106,10 +106,15 @@ def _git_commit() -> str | None:
 def _log_dataset(dataset: Dataset, settings: TrainingSettings, workdir: Path) -> None:
     """Logs the parent run's dataset facts: input, profile table, correlation heatmap."""
     frame = dataset.features.assign(**{TARGET: dataset.target})
-    mlflow.log_input(
-        from_pandas(frame, source=dataset.source, name="wine", targets=TARGET),
-        context="training",
-    )
+    wine = from_pandas(frame, source=dataset.source, name="wine", targets=TARGET)
+    try:
+        mlflow.log_input(wine, context="training")
+    except MlflowException as exc:
+        # The server adds a dataset to an experiment by "look up, else insert": two sessions
+        # logging the same new dataset at once make one insert fail on the unique key. The
+        # other's row exists by then, so a second attempt links it.
+        log.warning("logging the dataset failed (%s); trying once more", _first_line(exc, 120))
+        mlflow.log_input(wine, context="training")
     mlflow.log_params(
         {
             "dataset_source": dataset.source,
@@ -259,12 +264,14 @@ def _first_line(error: BaseException, limit: int = 240) -> str:
 
 
 def _unchanged_champion(client: MlflowClient, settings: TrainingSettings) -> str:
-    """``champion vN`` for an error message, as far as MLflow still answers."""
+    """``champion vN is unchanged`` for an error message, as far as MLflow still answers."""
     try:
         version = version_by_alias(client, settings.model_name, settings.champion_alias)
     except Exception:  # only for a message
-        return settings.champion_alias
-    return f"{settings.champion_alias} v{version.version}" if version else "no champion"
+        return f"{settings.champion_alias} is unchanged"
+    if version is None:
+        return f"no version is {settings.champion_alias}"
+    return f"{settings.champion_alias} v{version.version} is unchanged"
 
 
 def run_session(dataset: Dataset, settings: TrainingSettings) -> SessionResult:
@@ -323,7 +330,7 @@ def run_session(dataset: Dataset, settings: TrainingSettings) -> SessionResult:
         except (MlflowException, requests.RequestException, OSError) as exc:
             raise SessionFailedError(
                 f"training failed while logging to MLflow ({_first_line(exc)}); nothing was "
-                f"registered and {_unchanged_champion(client, settings)} is unchanged. "
+                f"registered and {_unchanged_champion(client, settings)}. "
                 "Check that MLflow's artifact store has free space (volume mlflow-artifacts) "
                 "and its database is up, then train again"
             ) from exc
@@ -392,7 +399,8 @@ def _register_and_promote(
     Everything from reading the champion to moving the alias happens under the promotion
     lock (:mod:`model_training.promotion_lock`): no other session can move ``champion``
     between the moment this one scores it and the moment this one decides. The champion is
-    reloaded by version and scored on this session's test set. The version is registered
+    reloaded by version and scored on this session's test set; a champion it replaces becomes
+    ``challenger`` (the runner-up to fall back to). The version is registered
     with its decision and reason as tags, and the alias set, with stop signals held back, so
     a version never exists without them (short of SIGKILL).
     """
@@ -422,14 +430,15 @@ def _register_and_promote(
                 },
             )
             client.set_registered_model_alias(settings.model_name, alias, registered.version)
-            if decision.promote:
-                challenger = version_by_alias(
-                    client, settings.model_name, settings.challenger_alias
+            if decision.promote and champion_version is not None:
+                # the replaced champion is the runner-up now: the version to fall back to
+                client.set_registered_model_alias(
+                    settings.model_name, settings.challenger_alias, champion_version
                 )
-                if challenger is not None:  # an older loser is no longer the one to watch
-                    client.delete_registered_model_alias(
-                        settings.model_name, settings.challenger_alias
-                    )
+            elif decision.promote and version_by_alias(
+                client, settings.model_name, settings.challenger_alias
+            ):  # no champion before: an older loser is no longer the one to watch
+                client.delete_registered_model_alias(settings.model_name, settings.challenger_alias)
             log.info(
                 "registered %s version %s as %s: %s",
                 settings.model_name,
