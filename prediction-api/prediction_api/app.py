@@ -12,24 +12,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
-from fastapi import Body, FastAPI, HTTPException, Request
+from fastapi import Body, FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
 
 from prediction_api import errors
 from prediction_api.metrics import ApiMetrics
-from prediction_api.middleware import (
-    RequestGuardMiddleware,
-    RequestMetricsMiddleware,
-    route_finder,
-)
+from prediction_api.middleware import RequestMetricsMiddleware, route_finder
 from prediction_api.reference import ReferenceStats, load_reference_stats
+from prediction_api.routing import json_body_route
 from prediction_api.schemas import (
     FEATURE_SPECS,
     LEGACY_QUERY_NAMES,
-    ErrorMessage,
+    LegacyQuery,
     Prediction,
     RefusedVersion,
     ServedModelInfo,
@@ -37,20 +33,28 @@ from prediction_api.schemas import (
 )
 
 if TYPE_CHECKING:
+    from prediction_api.schemas import WineBase as LegacyParams
     from prediction_api.schemas import WineBase as WineBody
-else:  # FastAPI needs the generated model itself to validate and document the body
+else:  # FastAPI needs the generated models themselves to validate and document them
     WineBody = WineFeatures
+    LegacyParams = LegacyQuery
 from prediction_api.serving import ModelSource, ModelStore, ServedModel
 from prediction_api.settings import ApiSettings
-from wine_mlops.features import FEATURE_NAMES
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 _LEGACY_POSITION = {name: key for key, name in LEGACY_QUERY_NAMES.items()}
-_Responses = dict[int | str, dict[str, Any]]
-_NOT_READY: _Responses = {503: {"model": ErrorMessage, "description": "No model loaded yet"}}
-_INVALID: _Responses = {422: {"model": ErrorMessage, "description": "Invalid input, named"}}
+#: The error answers of each kind of route (problem documents, see :mod:`prediction_api.errors`).
+_NOT_READY = errors.problem_responses(503)
+_PREDICT_JSON = errors.problem_responses(400, 413, 415, 422, 503)
+_PREDICT_QUERY = errors.problem_responses(422, 503)
+
+
+class PrometheusText(Response):
+    """The Prometheus text exposition format."""
+
+    media_type = CONTENT_TYPE_LATEST
 
 
 class Predictor:
@@ -124,22 +128,6 @@ class Predictor:
         ]
 
 
-def _legacy_parameters() -> list[dict[str, Any]]:
-    return [
-        {
-            "name": key,
-            "in": "query",
-            "required": True,
-            "schema": {"type": "number"},
-            "description": f"{spec.label} ({spec.unit}): feature {position} of "
-            f"{len(FEATURE_NAMES)}",
-        }
-        for position, (key, spec) in enumerate(
-            zip(LEGACY_QUERY_NAMES, FEATURE_SPECS, strict=True), start=1
-        )
-    ]
-
-
 def create_app(
     settings: ApiSettings | None = None,
     source: ModelSource | None = None,
@@ -188,15 +176,19 @@ def create_app(
             f"Predicts the cultivar of a wine from its 13 measurements with "
             f"`models:/{settings.model_name}@{settings.served_alias}`; a new version behind "
             f"the alias is picked up within {settings.watch_interval_seconds:g} s, without "
-            "restart. Bad input gets a 4xx naming each field and problem."
+            "restart.\n\nEvery error answer is an RFC 9457 problem document "
+            "(`application/problem+json`: `type`, `title`, `status`, `detail`), and invalid "
+            "input (422) lists each field and its problem in `errors`. Checks run in this "
+            "order: unknown path 404, method not allowed 405 (with `Allow`), body not JSON "
+            "415, body too large 413, invalid input 422."
         ),
         lifespan=lifespan,
     )
     app.state.store = store
     app.state.metrics = metrics
     app.state.settings = settings
-    errors.install_handlers(app, settings.batch_limit)
-    app.add_middleware(RequestGuardMiddleware, max_body_bytes=settings.max_body_bytes)
+    errors.install(app, settings.batch_limit)
+    app.router.route_class = json_body_route(settings.max_body_bytes)
     app.add_middleware(
         RequestMetricsMiddleware, metrics=metrics, route_of=route_finder(lambda: app.routes)
     )
@@ -224,7 +216,7 @@ def create_app(
         tags=["predictions"],
         summary="Classify one wine",
         response_model=Prediction,
-        responses={**_NOT_READY, **_INVALID},
+        responses=_PREDICT_JSON,
     )
     def predict(wine: WineBody) -> JSONResponse:
         return JSONResponse(predictor.answers([wine.as_row()])[0])
@@ -234,7 +226,7 @@ def create_app(
         tags=["predictions"],
         summary=f"Classify 1 to {settings.batch_limit} wines",
         response_model=list[Prediction],
-        responses={**_NOT_READY, **_INVALID},
+        responses=_PREDICT_JSON,
     )
     def predict_batch(
         wines: Annotated[
@@ -249,26 +241,13 @@ def create_app(
         tags=["predictions"],
         summary="Classify one wine from the original form's query (plain-text class id)",
         response_class=PlainTextResponse,
-        responses={**_NOT_READY, **_INVALID},
-        openapi_extra={"parameters": _legacy_parameters()},
+        responses={
+            200: {"content": {"text/plain": {"schema": {"type": "string", "pattern": "^[0-9]+$"}}}},
+            **_PREDICT_QUERY,
+        },
     )
-    def predict_legacy(request: Request) -> Response:
-        params = request.query_params
-        data = {LEGACY_QUERY_NAMES[k]: v for k, v in params.items() if k in LEGACY_QUERY_NAMES}
-        problems: list[dict[str, Any]] = [
-            {"type": "extra_forbidden", "loc": ("query", key), "input": params[key]}
-            for key in params
-            if key not in LEGACY_QUERY_NAMES
-        ]
-        try:
-            wine = WineFeatures.model_validate(data, strict=False)
-        except ValidationError as exc:
-            for error in exc.errors():
-                name = str(error["loc"][0]) if error["loc"] else ""
-                problems.append({**error, "loc": ("query", _LEGACY_POSITION.get(name, name))})
-        if problems:
-            return errors.validation_response(problems)
-        served, best, _ = predictor.predict([wine.as_row()])
+    def predict_legacy(query: Annotated[LegacyParams, Query()]) -> Response:
+        served, best, _ = predictor.predict([query.as_row()])
         return PlainTextResponse(str(served.class_ids[int(best[0])]))
 
     @app.get(
@@ -324,9 +303,14 @@ def create_app(
             "batch_limit": settings.batch_limit,
         }
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
-    async def prometheus_metrics() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics (text exposition format)",
+        response_class=PrometheusText,
+    )
+    async def prometheus_metrics() -> PrometheusText:
+        return PrometheusText(generate_latest(metrics.registry))
 
     @app.get("/", include_in_schema=False)
     async def form() -> FileResponse:

@@ -57,7 +57,8 @@ FEATURE_SPECS: Final[tuple[FeatureSpec, ...]] = tuple(
 )
 
 
-def _feature_field(spec: FeatureSpec) -> Any:
+def _feature_field(spec: FeatureSpec, description: str = "", **extra: Any) -> Any:
+    """The type and constraints of one feature: finite, 0 to the physical limit."""
     return (
         float,
         Field(
@@ -65,7 +66,8 @@ def _feature_field(spec: FeatureSpec) -> Any:
             le=spec.upper_limit,
             allow_inf_nan=False,
             title=spec.label,
-            description=f"{spec.label} ({spec.unit}), 0 to {spec.upper_limit:g}",
+            description=f"{spec.label} ({spec.unit}), 0 to {spec.upper_limit:g}{description}",
+            **extra,
         ),
     )
 
@@ -114,6 +116,26 @@ LEGACY_QUERY_NAMES: Final[dict[str, str]] = {
 }
 
 
+class LegacyQueryBase(WineBase):
+    """Base of :data:`LegacyQuery`: numbers arrive as text; no unknown parameters."""
+
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+#: The original form's query: ``feature_1`` to ``feature_13``, same limits as the JSON body.
+LegacyQuery: type[WineBase] = create_model(
+    "LegacyQuery",
+    __base__=LegacyQueryBase,
+    __doc__="The original form's query parameters: feature_N is the N-th feature.",
+    **{
+        spec.name: _feature_field(
+            spec, f": feature {position} of {len(FEATURE_SPECS)}", alias=f"feature_{position}"
+        )
+        for position, spec in enumerate(FEATURE_SPECS, start=1)
+    },
+)
+
+
 class Prediction(BaseModel):
     """The answer for one wine."""
 
@@ -148,10 +170,3 @@ class ServedModelInfo(BaseModel):
         description="The version the alias points to, when it was refused: the model above "
         "keeps serving",
     )
-
-
-class ErrorMessage(BaseModel):
-    """A 4xx/5xx answer: a one-line message and, for validation errors, one item per problem."""
-
-    message: str
-    detail: list[dict[str, Any]] | str | None = None

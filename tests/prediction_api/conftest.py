@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sklearn.dummy import DummyClassifier
@@ -59,6 +61,21 @@ def wait_for(condition: Callable[[], object], timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
+def problem(answer: httpx.Response, status: int) -> dict[str, Any]:
+    """The body of an error answer, checked to be an RFC 9457 problem document of ``status``."""
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = answer.json()
+    assert body["type"] == "about:blank"
+    assert body["status"] == status
+    assert isinstance(body["title"], str)
+    assert body["title"]
+    assert isinstance(body["detail"], str)
+    assert body["message"] == body["detail"]  # kept for clients of the earlier shape
+    assert ("errors" in body) == (status == 422)
+    return body
+
+
 @pytest.fixture
 def make_client(
     registry: InMemoryRegistry, reference: ReferenceStats
@@ -66,7 +83,7 @@ def make_client(
     """Builds an app on the in-memory registry and runs it (lifespan and watcher included)."""
     clients: list[TestClient] = []
 
-    def make(**overrides: object) -> TestClient:
+    def make(raise_server_exceptions: bool = True, **overrides: object) -> TestClient:
         settings = ApiSettings.model_validate(
             {
                 "WINE_WATCH_INTERVAL_SECONDS": 0.05,
@@ -75,7 +92,7 @@ def make_client(
             }
         )
         app = create_app(settings, source=registry, reference=reference, metrics=ApiMetrics())
-        client = TestClient(app)
+        client = TestClient(app, raise_server_exceptions=raise_server_exceptions)
         client.__enter__()
         clients.append(client)
         return client

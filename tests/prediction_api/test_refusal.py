@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from prediction_api.metrics import ApiMetrics
-from tests.prediction_api.conftest import wait_for
+from tests.prediction_api.conftest import problem, wait_for
 from tests.prediction_api.registry import InMemoryRegistry
 from tests.support.model_traps import pickle_trap_dir, save_good_model, skops_trap_dir
 from wine_mlops.features import FEATURE_NAMES
@@ -118,8 +118,7 @@ def test_a_refused_first_version_leaves_the_api_not_ready_with_the_reason(
     metrics: ApiMetrics = api.app.state.metrics
     wait_for(lambda: refused_count(api, "format") == 1)
     answer = api.post("/predict", json=sample)
-    assert answer.status_code == 503
-    assert answer.json()["message"] == (
+    assert problem(answer, 503)["detail"] == (
         "no model loaded yet (models:/wine-classifier@champion): version 1 was refused: "
         "serialization format 'pickle' is not accepted; only 'skops' models are loaded "
         "(pickle would run code from the model file); retry shortly"
@@ -146,8 +145,7 @@ def test_the_503_answer_names_no_host_url_or_exception_text(
     assert "mlflow-server" in store.last_error  # the detail is kept for the log
     for path in ("/readyz", "/model"):
         answer = api.get(path)
-        assert answer.status_code == 503
-        assert answer.json()["message"] == (
+        assert problem(answer, 503)["detail"] == (
             "no model loaded yet (models:/wine-classifier@champion): the model registry "
             "cannot be reached; retry shortly"
         )
@@ -161,8 +159,7 @@ def test_the_503_answer_names_no_host_url_or_exception_text(
         )
     )
     answer = api.post("/predict", json=sample)
-    assert answer.status_code == 503
-    assert answer.json()["message"] == (
+    assert problem(answer, 503)["detail"] == (
         "no model loaded yet (models:/wine-classifier@champion): loading version 1 failed; "
         "retry shortly"
     )

@@ -13,7 +13,7 @@ from prediction_api.app import Predictor
 from prediction_api.metrics import ApiMetrics
 from prediction_api.serving import ModelStore, VersionRef, build_served_model
 from prediction_api.settings import ApiSettings
-from tests.prediction_api.conftest import wait_for
+from tests.prediction_api.conftest import problem, wait_for
 from tests.prediction_api.registry import InMemoryRegistry
 from wine_mlops.features import CLASS_NAMES, FEATURE_NAMES
 
@@ -29,9 +29,8 @@ def test_the_api_is_live_at_once_and_ready_only_with_a_model(
     assert api.get("/healthz").status_code == 200
     wait_for(lambda: registry.aliased is None and api.get("/readyz").status_code == 503)
     not_ready = api.post("/predict", json=sample)
-    assert not_ready.status_code == 503
     assert not_ready.headers["retry-after"] == "5"
-    assert not_ready.json()["message"] == (
+    assert problem(not_ready, 503)["detail"] == (
         "no model loaded yet (models:/wine-classifier@champion): the alias is not set in the "
         "registry (no model trained yet?); retry shortly"
     )

@@ -7,6 +7,7 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.prediction_api.conftest import problem
 from wine_mlops.features import FEATURE_NAMES
 
 
@@ -50,18 +51,26 @@ def test_each_bad_field_is_named_with_its_problem(
     client: TestClient, sample: dict[str, float], change: dict, status: int, expected: str
 ) -> None:
     answer = client.post("/predict", json={**sample, **change})
-    assert answer.status_code == status
-    body = answer.json()
-    assert expected in body["message"]
+    body = problem(answer, status)
+    assert expected in body["detail"]
     field = next(iter(change))
-    assert [d["field"] for d in body["detail"]] == [field]
+    assert [d["field"] for d in body["errors"]] == [field]
+    assert expected in body["errors"][0]["problem"]
 
 
 def test_a_missing_field_is_named(client: TestClient, sample: dict[str, float]) -> None:
     del sample["flavanoids"]
     answer = client.post("/predict", json=sample)
-    assert answer.status_code == 422
-    assert answer.json()["message"] == "flavanoids: required field is missing"
+    body = problem(answer, 422)
+    assert body["title"] == "Unprocessable Content"
+    assert body["detail"] == "flavanoids: required field is missing"
+    assert body["errors"] == [
+        {
+            "field": "flavanoids",
+            "problem": "flavanoids: required field is missing",
+            "type": "missing",
+        }
+    ]
 
 
 @pytest.mark.parametrize(
@@ -73,8 +82,7 @@ def test_nan_and_infinity_are_rejected(
 ) -> None:
     body = json.dumps(sample).replace(f'"ash": {sample["ash"]}', f'"ash": {literal}')
     answer = post_raw(client, "/predict", body)
-    assert answer.status_code == 422
-    assert answer.json()["message"] == f"ash: must be a finite number, got {shown}"
+    assert problem(answer, 422)["detail"] == f"ash: must be a finite number, got {shown}"
 
 
 @pytest.mark.parametrize(
@@ -88,23 +96,20 @@ def test_nan_and_infinity_are_rejected(
 )
 def test_a_malformed_body_gets_a_clear_422(client: TestClient, body: str, expected: str) -> None:
     answer = post_raw(client, "/predict", body)
-    assert answer.status_code == 422
-    assert expected in answer.json()["message"]
+    assert expected in problem(answer, 422)["detail"]
 
 
 def test_an_empty_body_is_rejected(client: TestClient) -> None:
     answer = post_raw(client, "/predict", b"")
-    assert answer.status_code == 422
-    assert "required field is missing" in answer.json()["message"]
+    assert "required field is missing" in problem(answer, 422)["detail"]
 
 
 def test_many_problems_are_all_listed_and_summarised(client: TestClient) -> None:
     answer = client.post("/predict", json={"alcohol": -1})
-    assert answer.status_code == 422
-    body = answer.json()
-    assert len(body["detail"]) == 13  # the negative alcohol and 12 missing fields
-    assert body["message"].startswith("alcohol: must not be negative, got -1")
-    assert body["message"].endswith("and 8 more problem(s)")
+    body = problem(answer, 422)
+    assert len(body["errors"]) == 13  # the negative alcohol and 12 missing fields
+    assert body["detail"].startswith("alcohol: must not be negative, got -1")
+    assert body["detail"].endswith("and 8 more problem(s)")
 
 
 @pytest.mark.parametrize(
@@ -121,10 +126,9 @@ def test_a_body_that_is_not_json_gets_415(
     answer = client.post(
         "/predict", content=json.dumps(sample), headers={"content-type": content_type}
     )
-    assert answer.status_code == 415
-    assert answer.json()["message"] == (
-        f"the body must be JSON (Content-Type: application/json), got {shown}"
-    )
+    body = problem(answer, 415)
+    assert body["title"] == "Unsupported Media Type"
+    assert body["detail"] == f"the body must be JSON (Content-Type: application/json), got {shown}"
 
 
 def test_json_with_a_charset_is_accepted(client: TestClient, sample: dict[str, float]) -> None:
@@ -136,8 +140,9 @@ def test_a_body_over_the_size_limit_gets_413(make_client, registry, good_model) 
     registry.register(good_model)
     api = make_client(WINE_MAX_BODY_BYTES=2048)
     answer = post_raw(api, "/predict", b" " * 5000)
-    assert answer.status_code == 413
-    assert answer.json()["message"] == "the body has 5000 bytes; at most 2048"
+    body = problem(answer, 413)
+    assert body["title"] == "Content Too Large"
+    assert body["detail"] == "the body has 5000 bytes; at most 2048"
 
 
 def test_a_chunked_body_over_the_limit_gets_413(make_client, registry, good_model) -> None:
@@ -149,8 +154,7 @@ def test_a_chunked_body_over_the_limit_gets_413(make_client, registry, good_mode
             yield b" " * 1000
 
     answer = api.post("/predict", content=chunks(), headers={"content-type": "application/json"})
-    assert answer.status_code == 413
-    assert answer.json()["message"] == "the body is larger than 2048 bytes"
+    assert problem(answer, 413)["detail"] == "the body is larger than 2048 bytes"
 
 
 def test_a_batch_is_classified_in_order(client: TestClient, wine) -> None:
@@ -162,14 +166,12 @@ def test_a_batch_is_classified_in_order(client: TestClient, wine) -> None:
 
 def test_an_empty_batch_gets_422(client: TestClient) -> None:
     answer = client.post("/predict/batch", json=[])
-    assert answer.status_code == 422
-    assert answer.json()["message"] == "body: the batch is empty; send 1 to 1000 wines"
+    assert problem(answer, 422)["detail"] == "body: the batch is empty; send 1 to 1000 wines"
 
 
 def test_an_oversized_batch_gets_422(client: TestClient, sample: dict[str, float]) -> None:
     answer = client.post("/predict/batch", json=[sample] * 1001)
-    assert answer.status_code == 422
-    assert answer.json()["message"] == (
+    assert problem(answer, 422)["detail"] == (
         "body: the batch has 1001 wines; at most 1000 are allowed per request"
     )
 
@@ -178,14 +180,14 @@ def test_a_bad_row_of_a_batch_is_named_by_position(
     client: TestClient, sample: dict[str, float]
 ) -> None:
     answer = client.post("/predict/batch", json=[sample, {**sample, "ash": -2}])
-    assert answer.status_code == 422
-    assert answer.json()["message"] == "[1].ash: must not be negative, got -2"
+    body = problem(answer, 422)
+    assert body["detail"] == "[1].ash: must not be negative, got -2"
+    assert [e["field"] for e in body["errors"]] == ["[1].ash"]
 
 
 def test_a_batch_must_be_an_array(client: TestClient, sample: dict[str, float]) -> None:
     answer = client.post("/predict/batch", json=sample)
-    assert answer.status_code == 422
-    assert answer.json()["message"] == "body: must be a JSON array of wine objects"
+    assert problem(answer, 422)["detail"] == "body: must be a JSON array of wine objects"
 
 
 def test_the_legacy_query_answers_the_class_id_as_text(
@@ -210,8 +212,9 @@ def test_the_legacy_query_is_validated_the_same_way(
     client: TestClient, sample: dict[str, float], change: dict[str, str], expected: str
 ) -> None:
     answer = client.get("/predict/", params={**legacy_query(sample), **change})
-    assert answer.status_code == 422
-    assert expected in answer.json()["message"]
+    body = problem(answer, 422)
+    assert expected in body["detail"]
+    assert [e["field"] for e in body["errors"]] == list(change)
 
 
 def test_the_legacy_query_names_a_missing_feature(
@@ -220,5 +223,4 @@ def test_the_legacy_query_names_a_missing_feature(
     query = legacy_query(sample)
     del query["feature_7"]
     answer = client.get("/predict/", params=query)
-    assert answer.status_code == 422
-    assert answer.json()["message"] == "feature_7 (flavanoids): required field is missing"
+    assert problem(answer, 422)["detail"] == "feature_7 (flavanoids): required field is missing"

@@ -118,15 +118,16 @@ async function predict(event) {
     try { body = await response.json(); } catch (_) { body = null; }
     if (response.ok && body) {
       drawResult(body);
-    } else if (response.status === 422 && body && Array.isArray(body.detail)) {
-      markInvalid(body.detail.map((d) => d.field));
-      showMessage("Invalid input:\n" + body.detail.map((d) => "• " + d.problem).join("\n"));
+    } else if (response.status === 422 && body && Array.isArray(body.errors)) {
+      // An RFC 9457 problem document: `errors` names each field and its problem.
+      markInvalid(body.errors.map((e) => e.field));
+      showMessage("Invalid input:\n" + body.errors.map((e) => "• " + e.problem).join("\n"));
     } else if (response.status === 503) {
       showMessage("The service has no model loaded yet; please try again in a moment." +
-        (body && body.message ? "\n(" + body.message + ")" : ""));
+        (body && body.detail ? "\n(" + body.detail + ")" : ""));
     } else {
       showMessage("The prediction service answered with an error (HTTP " + response.status + ")" +
-        (body && body.message ? ": " + body.message : "."));
+        (body && body.detail ? ": " + body.detail : "."));
     }
   } catch (error) {
     showMessage("Could not reach the prediction service: " + error.message);
