@@ -46,8 +46,10 @@ def create_app(
         from mlflow_exporter.source import MlflowSource
 
         source = MlflowSource(settings)
-    refresher = Refresher(source, settings.refresh_interval_seconds, clock)
-    registry = build_registry(lambda: refresher.state, clock)
+    refresher = Refresher(
+        source, settings.refresh_interval_seconds, clock, settings.min_pause_seconds
+    )
+    registry = build_registry(lambda: refresher.state, clock, settings.min_accuracy)
 
     app = Flask(__name__)
     app.extensions[EXTENSION] = refresher
@@ -85,6 +87,7 @@ def create_app(
             "runs": snapshot.runs_read if snapshot else 0,
             "models": len(snapshot.models) if snapshot else 0,
             "requests_per_refresh": snapshot.requests if snapshot else None,
+            "run_cap_reached": snapshot.run_cap_reached if snapshot else None,
         }
         # The exporter is healthy while it refreshes; MLflow's own state is in the body
         # and in mlflow_up, so an MLflow outage does not restart the exporter.

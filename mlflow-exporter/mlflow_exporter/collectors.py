@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 
 from mlflow_exporter.refresher import ExporterState
 from mlflow_exporter.snapshot import DROP_KINDS
+from wine_mlops.settings import DEFAULT_MIN_ACCURACY
 
 StateReader = Callable[[], ExporterState]
 
@@ -48,9 +49,13 @@ class RunCollector(_SnapshotCollector):
         # HELP mlflow_run_start_timestamp_seconds Start time of the latest finished run ...
         # TYPE mlflow_run_start_timestamp_seconds gauge
         mlflow_run_start_timestamp_seconds{experiment="wine-classifier",run_name="SVC"} 1.7e+09
-        # HELP mlflow_experiment_runs Active (not deleted) runs of an experiment by status.
+        # HELP mlflow_experiment_runs Active runs by status among the newest runs read ...
         # TYPE mlflow_experiment_runs gauge
         mlflow_experiment_runs{experiment="wine-classifier",status="FINISHED"} 12.0
+
+    The runs are the newest of each experiment (``EXPORTER_RUNS_PER_EXPERIMENT``): the counts
+    are the experiment's counts while it holds fewer runs, else the status mix of its newest
+    runs (``mlflow_exporter_run_cap_reached`` is then 1).
     """
 
     def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
@@ -68,7 +73,8 @@ class RunCollector(_SnapshotCollector):
             ),
             GaugeMetricFamily(
                 "mlflow_experiment_runs",
-                "Active (not deleted) runs of an experiment by status.",
+                "Active (not deleted) runs by status among the newest runs the exporter reads "
+                "of an experiment (all of them up to EXPORTER_RUNS_PER_EXPERIMENT).",
                 labels=["experiment", "status"],
             ),
         )
@@ -128,7 +134,7 @@ class RegistryCollector(_SnapshotCollector):
             ),
             GaugeMetricFamily(
                 "mlflow_model_versions",
-                "Versions of a registered model.",
+                "Versions registered for a registered model (the newest version's number).",
                 labels=["model"],
             ),
         )
@@ -175,6 +181,15 @@ _EXPORTER_METRICS: dict[str, tuple[str, str]] = {
         "MLflow REST requests made by the last successful refresh.",
     ),
     "mlflow_exporter_runs_read": ("gauge", "Runs read from MLflow by the last successful refresh."),
+    "mlflow_exporter_run_window": (
+        "gauge",
+        "Newest runs the last successful refresh read at most per experiment.",
+    ),
+    "mlflow_exporter_run_cap_reached": (
+        "gauge",
+        "1 when the last successful refresh left older runs unread (an experiment held more "
+        "runs than the window), else 0.",
+    ),
     "mlflow_exporter_dropped_items": (
         "gauge",
         "Items left out of the last snapshot by the cardinality caps, by kind.",
@@ -203,7 +218,11 @@ class ExporterCollector(Collector):
         # TYPE mlflow_exporter_refresh_requests gauge
         mlflow_exporter_refresh_requests 4.0
         # TYPE mlflow_exporter_runs_read gauge
-        mlflow_exporter_runs_read 1000.0
+        mlflow_exporter_runs_read 200.0
+        # TYPE mlflow_exporter_run_window gauge
+        mlflow_exporter_run_window 200.0
+        # TYPE mlflow_exporter_run_cap_reached gauge
+        mlflow_exporter_run_cap_reached 1.0
         # TYPE mlflow_exporter_dropped_items gauge
         mlflow_exporter_dropped_items{kind="run_names"} 0.0
 
@@ -239,6 +258,8 @@ class ExporterCollector(Collector):
             "mlflow_exporter_refresh_errors": state.errors,
             "mlflow_exporter_refresh_requests": snapshot.requests if snapshot else 0,
             "mlflow_exporter_runs_read": snapshot.runs_read if snapshot else 0,
+            "mlflow_exporter_run_window": snapshot.run_window if snapshot else 0,
+            "mlflow_exporter_run_cap_reached": float(snapshot.run_cap_reached) if snapshot else 0,
         }
         for name, value in values.items():
             if value is None:
@@ -259,16 +280,45 @@ class ExporterCollector(Collector):
         yield dropped
 
 
-def build_registry(state: StateReader, clock: Callable[[], float] = time.time) -> CollectorRegistry:
-    """A private registry holding the three collectors and the process metrics.
+class FloorCollector(Collector):
+    """The stack's accuracy floor, which the alert on the champion's accuracy compares with.
+
+    Exposition::
+
+        # HELP wine_champion_accuracy_floor Lowest test accuracy a champion may have ...
+        # TYPE wine_champion_accuracy_floor gauge
+        wine_champion_accuracy_floor 0.9
+    """
+
+    def __init__(self, floor: float) -> None:
+        self._floor = floor
+
+    def collect(self) -> Iterator[Metric]:
+        """One gauge: the floor from the settings (``WINE_MIN_ACCURACY``)."""
+        yield GaugeMetricFamily(
+            "wine_champion_accuracy_floor",
+            "Lowest test accuracy a champion may have (WINE_MIN_ACCURACY, which training "
+            "promotes by).",
+            value=self._floor,
+        )
+
+
+def build_registry(
+    state: StateReader,
+    clock: Callable[[], float] = time.time,
+    accuracy_floor: float = DEFAULT_MIN_ACCURACY,
+) -> CollectorRegistry:
+    """A private registry holding the collectors and the process metrics.
 
     Args:
         state: Returns the current exporter state.
         clock: The wall clock used for the snapshot age.
+        accuracy_floor: The stack's accuracy floor (``settings.min_accuracy``).
     """
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)  # process_* (memory, CPU, open files) of the exporter
     registry.register(RunCollector(state))
     registry.register(RegistryCollector(state))
     registry.register(ExporterCollector(state, clock))
+    registry.register(FloorCollector(accuracy_floor))
     return registry

@@ -57,6 +57,9 @@ class Refresher:
         source: Where snapshots come from.
         interval: Seconds between the start of two refreshes.
         clock: The wall clock (Unix seconds); tests may pass another.
+        min_pause: Seconds always left between the end of a refresh and the start of the
+            next, so a refresh that overruns the interval cannot chain into back-to-back
+            reads of MLflow.
     """
 
     def __init__(
@@ -64,9 +67,11 @@ class Refresher:
         source: SnapshotSource,
         interval: float,
         clock: Callable[[], float] = time.time,
+        min_pause: float = 0.0,
     ) -> None:
         self._source = source
         self._interval = interval
+        self._min_pause = min_pause
         self._clock = clock
         self._state = ExporterState(started=clock())
         self._stop = threading.Event()
@@ -132,11 +137,26 @@ class Refresher:
         self._state = new
         return new
 
+    def pause_after(self, duration: float) -> float:
+        """Seconds to wait after a refresh that took ``duration`` seconds.
+
+        The rest of the interval, but never less than the minimum pause.
+        """
+        return max(self._min_pause, self._interval - duration)
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
             self.refresh_once()
-            self._stop.wait(max(0.0, self._interval - (time.monotonic() - started)))
+            duration = time.monotonic() - started
+            if duration > self._interval:
+                log.warning(
+                    "refresh took %.1f s, longer than the %.1f s interval; next in %.1f s",
+                    duration,
+                    self._interval,
+                    self.pause_after(duration),
+                )
+            self._stop.wait(self.pause_after(duration))
 
     def start(self) -> None:
         """Starts the background thread (its first refresh happens at once)."""

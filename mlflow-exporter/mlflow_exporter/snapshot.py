@@ -77,11 +77,13 @@ class ExperimentRecord:
 
 @dataclass(frozen=True)
 class ModelRecord:
-    """One registered model: its aliases (alias -> version) and the run of each version."""
+    """One registered model: its aliases (alias -> version), the run of each alias's version
+    and how many versions it holds."""
 
     name: str
     aliases: Mapping[str, str]
     version_runs: Mapping[str, str | None]
+    versions: int = 0
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,8 @@ class Snapshot:
     runs_read: int
     requests: int
     dropped: tuple[tuple[str, int], ...]
+    run_window: int = 0
+    run_cap_reached: bool = False
 
 
 def _metric_pairs(
@@ -169,16 +173,21 @@ def build_snapshot(
     alias_runs: Mapping[str, RunRecord],
     limits: Limits,
     requests: int = 0,
+    run_window: int = 0,
+    run_cap_reached: bool = False,
 ) -> Snapshot:
     """Builds the snapshot the collectors render.
 
     Args:
         experiments: The watched experiments, most relevant first (the cap keeps the first).
-        runs: Every active run of those experiments.
+        runs: The active runs read from those experiments: all of them, or the newest
+            ``run_window`` of each; run counts and the latest runs come from these.
         models: The registered models, most relevant first.
         alias_runs: The runs behind alias versions, by run id.
         limits: The cardinality bounds.
         requests: How many MLflow REST requests the refresh made.
+        run_window: The newest runs read per experiment (0: not bounded).
+        run_cap_reached: Whether an experiment held more runs than were read.
 
     Returns:
         An immutable snapshot in which no two series of a metric share their labels.
@@ -244,7 +253,7 @@ def build_snapshot(
                 _metric_pairs(alias_run.metrics, limits.max_metrics, dropped) if alias_run else ()
             )
             aliases.append(AliasFacts(text_label(alias), str(version), run_id, metrics))
-        model_facts[label] = ModelFacts(label, len(model.version_runs), tuple(aliases))
+        model_facts[label] = ModelFacts(label, model.versions, tuple(aliases))
     dropped["models"] += max(0, len(models) - limits.max_models)
 
     return Snapshot(
@@ -253,4 +262,6 @@ def build_snapshot(
         runs_read=runs_read,
         requests=requests,
         dropped=tuple(sorted((kind, n) for kind, n in dropped.items() if n)),
+        run_window=run_window,
+        run_cap_reached=run_cap_reached,
     )

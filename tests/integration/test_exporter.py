@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Run
 from mlflow.tracking import MlflowClient
 
 from mlflow_exporter.app import EXTENSION, create_app
@@ -103,6 +103,12 @@ def world(mlflow_server: MlflowServer) -> World:
     return World(experiment, empty, model, forest, odd)
 
 
+def requests_served(ops_url: str) -> float:
+    """HTTP requests an MLflow server answered so far (its metrics, on the launcher's ops port)."""
+    _, text = get(f"{ops_url}/metrics")
+    return sum(v for (name, _), v in samples(text).items() if name == "mlflow_http_request_total")
+
+
 def _settings(tracking_uri: str, *experiments: str, **extra: object) -> ExporterSettings:
     return ExporterSettings.model_validate(
         {
@@ -117,7 +123,11 @@ def test_exported_values_equal_what_mlflow_holds(mlflow_server: MlflowServer, wo
     client = MlflowClient(mlflow_server.url)
     source = MlflowSource(_settings(mlflow_server.url, world.experiment, world.empty_experiment))
     refresher = Refresher(source, interval=3600)
+    before = requests_served(mlflow_server.ops_url)
+    own = requests_served(mlflow_server.ops_url) - before  # whether reading counts itself
+    before = requests_served(mlflow_server.ops_url)
     state = refresher.refresh_once()
+    served = requests_served(mlflow_server.ops_url) - before - own
     assert state.up, state.last_error
     registry = build_registry(lambda: state)
 
@@ -165,15 +175,22 @@ def test_exported_values_equal_what_mlflow_holds(mlflow_server: MlflowServer, wo
         versions
     )
     assert registry.get_sample_value("mlflow_up") == 1
-    # experiments, runs, registered models, model versions: one page each
-    assert registry.get_sample_value("mlflow_exporter_refresh_requests") == 4
+    # what the exporter says it asked is what the server answered
+    assert registry.get_sample_value("mlflow_exporter_refresh_requests") == served
+    # every run of these small experiments was read: the counts are complete
+    assert registry.get_sample_value("mlflow_exporter_run_cap_reached") == 0
+    assert registry.get_sample_value("mlflow_exporter_runs_read") == 6
 
 
 def test_exporter_process_serves_promtool_valid_metrics_from_real_data(
     mlflow_server: MlflowServer, world: World, tmp_path: Path
 ) -> None:
     exporter = ExporterProcess(
-        mlflow_server.url, free_port(), tmp_path / "exporter.log", EXPORTER_REFRESH_INTERVAL="1"
+        mlflow_server.url,
+        free_port(),
+        tmp_path / "exporter.log",
+        EXPORTER_REFRESH_INTERVAL="1",
+        WINE_MIN_ACCURACY="0.87",
     )
     try:
         labels = {"experiment": world.experiment, "run_name": "RandomForestClassifier"}
@@ -181,6 +198,7 @@ def test_exporter_process_serves_promtool_valid_metrics_from_real_data(
         assert promtool_check(text) == ""
         assert samples(text)  # parses with no duplicate series
         assert value(text, "mlflow_up") == 1
+        assert value(text, "wine_champion_accuracy_floor") == 0.87
         alias = {"model": world.model, "alias": "challenger"}
         assert value(text, "mlflow_model_alias_version", **alias) == 2
         status, body = get(f"{exporter.url}/healthz")
@@ -214,10 +232,7 @@ class RestartableServer:
 
     def requests_served(self) -> float:
         """HTTP requests the server answered so far (its metrics, on the launcher's ops port)."""
-        _, text = get(f"{self.server.ops_url}/metrics")
-        return sum(
-            v for (name, _), v in samples(text).items() if name == "mlflow_http_request_total"
-        )
+        return requests_served(self.server.ops_url)
 
 
 @pytest.fixture(scope="module")
@@ -236,52 +251,111 @@ def thousand_runs(own_server: RestartableServer) -> str:
     return "thousand-runs"
 
 
-def test_a_thousand_runs_cost_a_few_requests_and_scrapes_cost_none(
+def _newest(client: MlflowClient, experiment_id: str, count: int) -> list[Run]:
+    return client.search_runs(
+        [experiment_id], order_by=["attributes.start_time DESC"], max_results=count
+    )
+
+
+def _assert_latest_runs_exported(text: str, experiment: str, newest: list[Run]) -> None:
+    """Each run name's newest finished run (among ``newest``) is what the exporter shows."""
+    latest: dict[str, Run] = {}
+    for run in newest:
+        if run.info.status == FINISHED:
+            latest.setdefault(run.info.run_name, run)
+    assert latest
+    for name, run in latest.items():
+        labels = {"experiment": experiment, "run_name": name}
+        for key, expected in run.data.metrics.items():
+            assert value(text, "mlflow_run_metric", **labels, metric=key) == expected
+        assert value(text, "mlflow_run_start_timestamp_seconds", **labels) == (
+            run.info.start_time / 1000
+        )
+
+
+def test_more_runs_than_the_cap_read_only_the_newest_and_scrapes_cost_nothing(
     own_server: RestartableServer, thousand_runs: str
 ) -> None:
+    window, page = 120, 50
     app = create_app(
-        _settings(own_server.url, thousand_runs, EXPORTER_REFRESH_INTERVAL=3600),
+        _settings(
+            own_server.url,
+            thousand_runs,
+            EXPORTER_REFRESH_INTERVAL=3600,
+            EXPORTER_RUNS_PER_EXPERIMENT=window,
+            EXPORTER_PAGE_SIZE=page,
+        ),
         start_refresher=False,
     )
     refresher: Refresher = app.extensions[EXTENSION]
-    before = own_server.requests_served()
-    own = own_server.requests_served() - before  # whether reading the count counts itself
-    before = own_server.requests_served()
-    state: ExporterState = refresher.refresh_once()
-    during_refresh = own_server.requests_served() - before - own
-    assert state.up, state.last_error
-    assert state.snapshot is not None
-    assert state.snapshot.runs_read == 1000
-    assert state.snapshot.requests == during_refresh == 4
-
-    before = own_server.requests_served()
-    client = app.test_client()
-    for _ in range(100):
-        response = client.get("/metrics")
-        assert response.status_code == 200
-    assert own_server.requests_served() - before - own == 0
-
-    text = response.get_data(as_text=True)
-    assert (
-        value(text, "mlflow_experiment_runs", experiment=thousand_runs, status="FINISHED") == 1000
-    )
     mlflow = MlflowClient(own_server.url)
     experiment = mlflow.get_experiment_by_name(thousand_runs)
     assert experiment is not None
-    newest = mlflow.search_runs(
-        [experiment.experiment_id],
-        order_by=["attributes.start_time DESC"],
-        max_results=len(FAMILIES),
-    )
-    for run in newest:
-        labels = {"experiment": thousand_runs, "run_name": run.info.run_name}
-        assert (
-            value(text, "mlflow_run_metric", **labels, metric="accuracy")
-            == run.data.metrics["accuracy"]
-        )
+    experiment_id = experiment.experiment_id
+
+    def refresh(expected_requests: int) -> str:
+        before = own_server.requests_served()
+        own = own_server.requests_served() - before  # whether reading the count counts itself
+        before = own_server.requests_served()
+        state: ExporterState = refresher.refresh_once()
+        served = own_server.requests_served() - before - own
+        assert state.up, state.last_error
+        assert state.snapshot is not None
+        assert state.snapshot.runs_read == window  # not the 1,000 runs of the experiment
+        assert state.snapshot.requests == served == expected_requests
+        response = app.test_client().get("/metrics")
+        assert response.status_code == 200
+        return response.get_data(as_text=True)
+
+    # experiments, three pages of runs (50 + 50 + 20), registered models
+    text = refresh(1 + 3 + 1)
+    assert value(text, "mlflow_exporter_run_cap_reached") == 1
+    assert value(text, "mlflow_exporter_run_window") == window
+    assert value(text, "mlflow_exporter_runs_read") == window
+    counts = {
+        status: value(text, "mlflow_experiment_runs", experiment=thousand_runs, status=status)
+        for status in ("FINISHED", "RUNNING", "FAILED")
+    }
+    assert counts == {"FINISHED": window, "RUNNING": 0, "FAILED": 0}  # the newest runs' mix
+    _assert_latest_runs_exported(text, thousand_runs, _newest(mlflow, experiment_id, window))
     series = [k for k in samples(text) if k[0] == "mlflow_run_metric"]
     assert len(series) == len(FAMILIES) * 3  # bounded by names x metrics, not by runs
     assert promtool_check(text) == ""
+
+    # Scrapes never reach MLflow.
+    before = own_server.requests_served()
+    own = own_server.requests_served() - before
+    before = own_server.requests_served()
+    for _ in range(50):
+        assert app.test_client().get("/metrics").status_code == 200
+    assert own_server.requests_served() - before - own == 0
+
+    # Newer runs: a failed one and a new finished SVC show on the next refresh.
+    start = int(time.time() * 1000) + 60_000
+    _run(mlflow, experiment_id, "SVC", start, {"accuracy": 0.5, "f1_macro": 0.5}, "FAILED")
+    svc = _run(mlflow, experiment_id, "SVC", start + 1000, {"accuracy": 0.99, "log_loss": 0.01})
+    _run(mlflow, experiment_id, "SVC", start + 2000, {"accuracy": 0.1}, None)  # running
+    text = refresh(1 + 3 + 1)
+    svc_labels = {"experiment": thousand_runs, "run_name": "SVC"}
+    assert value(text, "mlflow_run_metric", **svc_labels, metric="accuracy") == 0.99
+    assert value(text, "mlflow_run_metric", **svc_labels, metric="f1_macro") is None
+    counts = {
+        status: value(text, "mlflow_experiment_runs", experiment=thousand_runs, status=status)
+        for status in ("FINISHED", "RUNNING", "FAILED")
+    }
+    assert counts == {"FINISHED": window - 2, "RUNNING": 1, "FAILED": 1}
+    _assert_latest_runs_exported(text, thousand_runs, _newest(mlflow, experiment_id, window))
+
+    # Deleted runs: the newest 150 go; the next refresh shows the newest that remain.
+    for run in _newest(mlflow, experiment_id, 150):
+        mlflow.delete_run(run.info.run_id)
+    assert mlflow.get_run(svc).info.lifecycle_stage == "deleted"
+    # the search bounded by the last window's oldest start finds none: one more search
+    text = refresh(1 + 1 + 3 + 1)
+    _assert_latest_runs_exported(text, thousand_runs, _newest(mlflow, experiment_id, window))
+    assert value(text, "mlflow_experiment_runs", experiment=thousand_runs, status="FINISHED") == (
+        window
+    )
 
 
 def test_outage_serves_the_last_snapshot_and_recovers_by_itself(

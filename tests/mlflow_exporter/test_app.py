@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from flask import Flask
 
 from mlflow_exporter.app import EXTENSION, create_app
@@ -12,6 +13,7 @@ from mlflow_exporter.settings import ExporterSettings
 from mlflow_exporter.snapshot import Snapshot
 from tests.mlflow_exporter.conftest import Clock, ScriptedSource
 from tests.mlflow_exporter.support import value
+from wine_mlops.settings import DEFAULT_MIN_ACCURACY
 
 ACCURACY = {
     "experiment": "wine-classifier",
@@ -130,3 +132,57 @@ def test_the_background_refresher_reads_every_interval(snapshot: Snapshot) -> No
         assert app.test_client().get("/healthz").json["status"] == "ok"  # type: ignore[index]
     finally:
         refresher.stop()
+
+
+def test_a_refresh_longer_than_the_interval_is_followed_by_the_minimum_pause(
+    snapshot: Snapshot,
+) -> None:
+    """MLflow gets a rest after every refresh, even when refreshes overrun the interval."""
+    starts: list[float] = []
+    ends: list[float] = []
+
+    class SlowSource:
+        """Stands in for an MLflow that takes longer to read than the interval."""
+
+        def read(self) -> Snapshot:
+            starts.append(time.monotonic())
+            time.sleep(0.2)
+            ends.append(time.monotonic())
+            return snapshot
+
+    app = create_app(
+        ExporterSettings.model_validate(
+            {"EXPORTER_REFRESH_INTERVAL": 0.05, "EXPORTER_MIN_PAUSE": 0.5}
+        ),
+        source=SlowSource(),
+    )
+    refresher: Refresher = app.extensions[EXTENSION]
+    try:
+        deadline = time.monotonic() + 20
+        while len(starts) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        refresher.stop()
+    assert len(starts) >= 4
+    gaps = [start - end for start, end in zip(starts[1:], ends, strict=False)]
+    assert min(gaps) >= 0.45  # not the 0.05 s interval: the 0.5 s pause
+    assert refresher.pause_after(0.2) == 0.5
+    assert app.test_client().get("/healthz").json["status"] == "ok"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("setting", "floor"), [("0.85", 0.85), ("", DEFAULT_MIN_ACCURACY)], ids=["set", "blank"]
+)
+def test_the_accuracy_floor_is_published_from_wine_min_accuracy(
+    monkeypatch: pytest.MonkeyPatch, clock: Clock, setting: str, floor: float
+) -> None:
+    monkeypatch.setenv("WINE_MIN_ACCURACY", setting)
+    app = create_app(
+        ExporterSettings(),
+        source=ScriptedSource(ConnectionError("refused")),
+        clock=clock,
+        start_refresher=False,
+    )
+    text = scrape(app)  # also before MLflow was ever read: the alert compares with it
+    assert value(text, "wine_champion_accuracy_floor") == floor
+    assert "# TYPE wine_champion_accuracy_floor gauge" in text

@@ -130,7 +130,8 @@ def test_aliases_carry_version_run_and_that_runs_metrics() -> None:
     model = ModelRecord(
         "wine-classifier",
         {"champion": "1", "challenger": "2"},
-        {"1": "r1", "2": None, "3": "r3"},
+        {"1": "r1", "2": None},
+        versions=3,
     )
     snapshot = build_snapshot([WINE], [champion_run], [model], {"r1": champion_run}, Limits())
     (facts,) = snapshot.models
