@@ -52,7 +52,7 @@ class _State:
         """Forgets any signal received (a new session starts)."""
         self.received: int | None = None
         self.raised = False
-        self.depth = 0
+        self.steps: list[str] = []  # the deferred blocks the main thread is in
 
 
 _state = _State()
@@ -66,10 +66,11 @@ def _handle(signum: int, frame: FrameType | None) -> None:
         )
         return
     _state.received = signum
-    if _state.depth:
+    if _state.steps:
         log.warning(
-            "%s received during registration: stopping once the new version is complete",
+            "%s received while %s: stopping once that is complete",
             signal.Signals(signum).name,
+            _state.steps[0],
         )
         return
     log.warning("%s received: stopping the training session", signal.Signals(signum).name)
@@ -96,19 +97,26 @@ def install() -> None:
 
 
 @contextlib.contextmanager
-def deferred() -> Iterator[None]:
+def deferred(step: str) -> Iterator[None]:
     """Holds a stop signal back until the block ends, then raises it.
 
     Use it only around a few short MLflow calls that must happen all or not at all. An
     exception raised inside the block propagates as usual (the pending signal then follows
     at the next block end, or is reported by the caller through :func:`pending`).
+
+    Args:
+        step: What the block does, for the log line of a signal held back
+            (e.g. ``"registering the new version"``).
     """
-    _state.depth += 1
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        _state.steps.append(step)
     try:
         yield
     finally:
-        _state.depth -= 1
-    if _state.depth == 0:
+        if in_main:
+            _state.steps.pop()
+    if in_main and not _state.steps:
         _raise_pending()
 
 

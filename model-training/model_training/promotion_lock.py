@@ -129,7 +129,8 @@ class PromotionLock:
     def _try_create(self) -> bool:
         """One attempt to take the lock; True when this session now holds it."""
         try:
-            with interruption.deferred():  # created and known to be held, or neither
+            # created and known to be held, or neither
+            with interruption.deferred("taking the promotion lock"):
                 self.client.create_registered_model(
                     self.name,
                     tags=self._tags(),

@@ -244,18 +244,30 @@ def tracked_run(**kwargs: Any) -> Iterator[Run]:
     Args:
         **kwargs: Passed to ``mlflow.start_run`` (``experiment_id``, ``run_name``, ``nested``).
     """
-    with interruption.deferred():
-        run = mlflow.start_run(**kwargs)
+    run: Run | None = None
     try:
+        with interruption.deferred("starting a run"):
+            run = mlflow.start_run(**kwargs)
         yield run
     except TrainingInterrupted:
-        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        if run is not None:
+            _end_run(run, RunStatus.KILLED)
         raise
     except BaseException:
-        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        if run is not None:
+            _end_run(run, RunStatus.FAILED)
         raise
-    with interruption.deferred():
-        mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+    with interruption.deferred("finishing a run"):
+        _end_run(run, RunStatus.FINISHED)
+
+
+def _end_run(run: Run, status: int) -> None:
+    """Ends this run (the active one, or by id if an inner run is still active)."""
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run.info.run_id:
+        mlflow.end_run(RunStatus.to_string(status))
+    else:
+        MlflowClient().set_terminated(run.info.run_id, RunStatus.to_string(status))
 
 
 def _first_line(error: BaseException, limit: int = 240) -> str:
@@ -417,7 +429,7 @@ def _register_and_promote(
         decision = decide(best.metrics, champion, champion_version, settings.min_accuracy)
         alias = settings.champion_alias if decision.promote else settings.challenger_alias
         lock.check()
-        with interruption.deferred():
+        with interruption.deferred("registering the new version"):
             registered = mlflow.register_model(
                 best_uri,
                 settings.model_name,

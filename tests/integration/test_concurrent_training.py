@@ -86,7 +86,7 @@ def lock_log(caplog: pytest.LogCaptureFixture) -> Iterator[list[logging.LogRecor
     caplog.set_level(logging.INFO, logger="model_training.promotion_lock")
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
+    handler.emit = records.append  # type: ignore[method-assign,assignment]
     logger = logging.getLogger("model_training.promotion_lock")
     logger.addHandler(handler)
     yield records
