@@ -1,27 +1,40 @@
-"""MLflow exporter: /metrics latency and MLflow requests with 1,000 runs, against a baseline.
+"""MLflow exporter at scale: 10,000 and 50,000 runs in a throw-away MLflow on PostgreSQL.
 
-Starts a real MLflow server (SQLite) holding 1,000 finished runs, runs the exporter as a real
-process (``python -m mlflow_exporter``), and measures:
+Starts a PostgreSQL cluster and an MLflow server (basic-auth) as local processes (the
+fixtures of ``tests/support/processes.py``; never the compose stack), seeds runs shaped like
+the training job's straight into MLflow's tables (``bench/seed_runs.py``), registers a model
+with ``champion`` and ``challenger`` aliases, and for each size runs the exporter as a real
+process (``python -m mlflow_exporter``) refreshing back to back (the worst case: a refresh
+always running) while it measures:
 
-- the latency of ``GET /metrics`` (keep-alive, as Prometheus scrapes), p50 and p99;
-- the MLflow REST requests of one refresh, counted by the MLflow server itself (its
-  Prometheus ``mlflow_http_request_total``) and by the exporter
-  (``mlflow_exporter_refresh_requests``);
-- the same for a naive exporter built like the thesis's: on every scrape it searches the
-  runs and then calls ``get_run`` once per run (N+1 requests).
+- the refresh: seconds (``mlflow_exporter_refresh_duration_seconds``, the slowest seen),
+  runs read, MLflow requests, whether the run cap was reached;
+- the exporter's peak memory (the gunicorn worker's ``VmHWM``);
+- ``GET /metrics`` latency on a keep-alive connection, p50 and p99;
+- the latency of other MLflow requests (``runs/get`` of one run, the champion alias, as
+  the prediction API asks it) with the exporter stopped and while it refreshes;
+- that the exported metrics of every model family equal its newest finished seeded run.
 
-Exits 1 when the scrape p50 misses the 10 ms target. Usage: python bench/bench_exporter.py
+At 10,000 runs it also times one refresh of the previous design, which read every run of
+the experiment (``EXPORTER_RUNS_PER_EXPERIMENT`` unbounded). The older naive N+1 baseline
+(one ``get_run`` per run per scrape) is no longer run: at 50,000 runs it would take hours.
+
+Targets (exit 1 when one is missed): refresh <= 5 s and peak memory <= 250 MiB at 50,000
+runs, scrape p99 <= 10 ms, other MLflow requests' p50 at most 2x slower during a refresh.
+
+Usage: python bench/bench_exporter.py
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # bench/run.py sets PYTHONPATH too; this lets it run alone
@@ -29,16 +42,13 @@ sys.path.insert(0, str(REPO))  # bench/run.py sets PYTHONPATH too; this lets it 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from bench.keepalive_latency import measure, percentile  # noqa: E402
-from tests.mlflow_exporter.support import (  # noqa: E402
-    ExporterProcess,
-    get,
-    insert_finished_runs,
-    samples,
-    value,
-)
+from bench.seed_runs import Seeded, seed_runs  # noqa: E402
+from tests.mlflow_exporter.support import ExporterProcess, value  # noqa: E402
 from tests.support.processes import (  # noqa: E402
+    TEST_PASSWORDS,
     auth_env,
     free_port,
+    postgres_server,
     start_mlflow_server,
     stop,
 )
@@ -46,123 +56,259 @@ from wine_mlops.logs import configure_logging  # noqa: E402
 
 log = logging.getLogger("bench_exporter")
 
-RUNS = 1000
+SIZES = (10_000, 50_000)
 EXPERIMENT = "wine-classifier"
+MODEL = "wine-classifier"
 SCRAPES = 300
-NAIVE_SCRAPES = 2
-P50_TARGET_MS = 10.0
+OTHER_REQUESTS = 60
+DURING_SECONDS = 8.0
+REFRESH_TARGET_S = 5.0
+MEMORY_TARGET_MIB = 250.0
+SCRAPE_P99_TARGET_MS = 10.0
+SLOWDOWN_TARGET = 2.0
 
 
-def requests_served(ops_url: str) -> float:
-    """HTTP requests the MLflow server answered so far (its metrics, on the ops port)."""
-    _, text = get(f"{ops_url}/metrics")
-    return sum(v for (name, _), v in samples(text).items() if name == "mlflow_http_request_total")
+@dataclass
+class Figures:
+    """What one size measured."""
+
+    runs: int
+    refresh_s: float
+    runs_read: float
+    requests: float
+    cap_reached: bool
+    peak_mib: float
+    scrape_p50: float
+    scrape_p99: float
+    idle_p50: float
+    during_p50: float
+    during_p95: float
+    exact: bool
 
 
-def naive_scrape(client: MlflowClient, experiment: str) -> int:
-    """The thesis's exporter: search the runs, then one ``get_run`` per run, per scrape.
+def worker_pids(master: int) -> list[int]:
+    """The gunicorn workers of an exporter (the children of its master process)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master:
+            found.append(int(stat.parent.name))
+    return found
 
-    Returns:
-        The number of exposition lines it produced.
-    """
-    found = client.get_experiment_by_name(experiment)
-    assert found is not None
-    lines = []
-    token = None
-    while True:
-        page = client.search_runs([found.experiment_id], max_results=1000, page_token=token)
-        for run in page:
-            full = client.get_run(run.info.run_id)
-            for key, metric in full.data.metrics.items():
-                lines.append(f'{key}{{run_name="{full.info.run_name}"}} {metric}')
-        token = page.token
-        if not token:
-            return len(lines)
+
+def peak_mib(pid: int) -> float:
+    """Peak resident memory (``VmHWM``) of a process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def other_requests(url: str, run_id: str, rounds: int) -> list[float]:
+    """Times ``runs/get`` of one run and the champion alias lookup, in milliseconds."""
+    login = ("admin", TEST_PASSWORDS["admin"])
+    timings = []
+    for _ in range(rounds):
+        timings += measure(f"{url}/api/2.0/mlflow/runs/get?run_id={run_id}", 1, login)
+        timings += measure(
+            f"{url}/api/2.0/mlflow/registered-models/alias?name={quote(MODEL)}&alias=champion",
+            1,
+            login,
+        )
+    return timings
+
+
+def measure_size(server_url: str, workdir: Path, size: int, seeded: Seeded) -> Figures:
+    """Runs the exporter against ``size`` runs and measures it."""
+    newest_run = seeded.newest_finished["RandomForestClassifier"][0]
+    other_requests(server_url, newest_run, 10)  # warm-up
+    idle = other_requests(server_url, newest_run, OTHER_REQUESTS)
+    exporter = ExporterProcess(
+        server_url,
+        free_port(),
+        workdir / f"exporter-{size}.log",
+        EXPORTER_REFRESH_INTERVAL="0.1",  # back to back: a refresh is always running
+        EXPORTER_MIN_PAUSE="0",
+        EXPORTER_EXPERIMENTS=EXPERIMENT,
+    )
+    try:
+        exporter.wait_for("mlflow_up", 1, timeout=120)
+        during: list[float] = []
+        deadline = time.monotonic() + DURING_SECONDS
+        while time.monotonic() < deadline:
+            during += other_requests(server_url, newest_run, 1)
+        measure(f"{exporter.url}/metrics", 20)  # warm-up
+        scrapes = measure(f"{exporter.url}/metrics", SCRAPES)
+        # the slowest refresh of a few, read from the exporter itself
+        slowest = 0.0
+        seen: set[float | None] = set()
+        deadline = time.monotonic() + 30
+        while len(seen) < 4 and time.monotonic() < deadline:
+            text = exporter.metrics()
+            total = value(text, "mlflow_exporter_refreshes_total")
+            if total not in seen:
+                seen.add(total)
+                slowest = max(slowest, value(text, "mlflow_exporter_refresh_duration_seconds") or 0)
+            time.sleep(0.05)
+        exact = all(
+            value(
+                text,
+                "mlflow_run_metric",
+                experiment=EXPERIMENT,
+                run_name=name,
+                metric=metric,
+            )
+            == number
+            for name, (_, _, metrics) in seeded.newest_finished.items()
+            for metric, number in metrics.items()
+        )
+        workers = worker_pids(exporter.process.pid)
+        peak = max((peak_mib(pid) for pid in workers), default=float("nan"))
+    finally:
+        exporter.stop()
+    return Figures(
+        runs=size,
+        refresh_s=slowest,
+        runs_read=value(text, "mlflow_exporter_runs_read") or 0,
+        requests=value(text, "mlflow_exporter_refresh_requests") or 0,
+        cap_reached=value(text, "mlflow_exporter_run_cap_reached") == 1,
+        peak_mib=peak,
+        scrape_p50=percentile(scrapes, 50),
+        scrape_p99=percentile(scrapes, 99),
+        idle_p50=percentile(idle, 50),
+        during_p50=percentile(during, 50),
+        during_p95=percentile(during, 95),
+        exact=exact,
+    )
+
+
+def previous_design_refresh(server_url: str) -> tuple[float, int]:
+    """One refresh that reads every run of the experiment, as the exporter used to."""
+    from mlflow_exporter.settings import ExporterSettings
+    from mlflow_exporter.source import MlflowSource
+
+    settings = ExporterSettings.model_validate(
+        {
+            "MLFLOW_TRACKING_URI": server_url,
+            "EXPORTER_EXPERIMENTS": EXPERIMENT,
+            "EXPORTER_PAGE_SIZE": 1000,
+            "EXPORTER_RUNS_PER_EXPERIMENT": 10**9,
+            "EXPORTER_MAX_RUNS_PER_REFRESH": 10**9,
+        }
+    )
+    started = time.perf_counter()
+    snapshot = MlflowSource(settings).read()
+    return time.perf_counter() - started, snapshot.runs_read
+
+
+def register_model(client: MlflowClient, seeded: Seeded) -> None:
+    """A registered model whose champion and challenger are recent seeded runs."""
+    if not client.search_registered_models(f"name = '{MODEL}'"):  # the launcher may create it
+        client.create_registered_model(MODEL)
+    for family in ("RandomForestClassifier", "SVC"):
+        run_id = seeded.newest_finished[family][0]
+        client.create_model_version(MODEL, f"runs:/{run_id}/model", run_id=run_id)
+    client.set_registered_model_alias(MODEL, "champion", "1")
+    client.set_registered_model_alias(MODEL, "challenger", "2")
 
 
 def main() -> int:
     """Runs the benchmark; returns the exit code."""
     configure_logging("WARNING")
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    workdir = Path(tempfile.mkdtemp(prefix="bench-exporter-"))
-    store = {"MLFLOW_BACKEND_STORE_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
-    server = start_mlflow_server(workdir, store)
     os.environ.update(auth_env("admin"))  # this process's MLflow client, and the exporter's
-    exporter = None
-    try:
-        client = MlflowClient(server.url)
-        experiment = client.get_experiment_by_name(EXPERIMENT)  # the launcher creates it
-        assert experiment is not None
-        experiment_id = experiment.experiment_id
-        insert_finished_runs(store["MLFLOW_BACKEND_STORE_URI"], experiment_id, RUNS)
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "300"
+    workdir = Path(tempfile.mkdtemp(prefix="bench-exporter-"))
+    results: list[Figures] = []
+    previous: tuple[float, int] | None = None
+    with postgres_server() as pg:
+        server = start_mlflow_server(workdir, pg.env)
+        try:
+            client = MlflowClient(server.url)
+            experiment = client.get_experiment_by_name(EXPERIMENT)  # the launcher creates it
+            assert experiment is not None
+            now_ms = int(time.time() * 1000)
+            seeded = Seeded()
+            for size in SIZES:
+                started = time.monotonic()
+                batch = seed_runs(
+                    pg.url(),
+                    experiment.experiment_id,
+                    size - seeded.runs,
+                    seeded.oldest_start_ms or now_ms,
+                    newest_running=seeded.runs == 0,
+                )
+                if seeded.runs == 0:
+                    seeded = batch
+                    register_model(client, seeded)
+                else:
+                    seeded.runs += batch.runs
+                    seeded.oldest_start_ms = batch.oldest_start_ms
+                sys.stdout.write(
+                    f"seeded {seeded.runs:,} runs in {time.monotonic() - started:.1f} s\n"
+                )
+                sys.stdout.flush()
+                results.append(measure_size(server.url, workdir, size, seeded))
+                if previous is None:
+                    previous = previous_design_refresh(server.url)
+        finally:
+            stop(server.process)
 
-        # The exporter: one refresh (a long interval keeps it to one), then many scrapes.
-        before = requests_served(server.ops_url)
-        own = requests_served(server.ops_url) - before  # whether reading the count counts itself
-        before = requests_served(server.ops_url)
-        exporter = ExporterProcess(
-            server.url,
-            free_port(),
-            workdir / "exporter.log",
-            EXPORTER_REFRESH_INTERVAL="3600",
-            EXPORTER_EXPERIMENTS=EXPERIMENT,
+    lines = [
+        "",
+        "MLflow exporter on MLflow + PostgreSQL (refreshing back to back; other requests: "
+        "runs/get and the champion alias):",
+    ]
+    header = (
+        "runs",
+        "refresh",
+        "read",
+        "requests",
+        "peak RSS",
+        "scrape p50/p99",
+        "other p50 idle",
+        "during p50 (p95)",
+        "metrics",
+    )
+    rows = [header]
+    ok = True
+    for f in results:
+        slowdown = f.during_p50 / f.idle_p50
+        rows.append(
+            (
+                f"{f.runs:,}",
+                f"{f.refresh_s:.2f} s",
+                f"{f.runs_read:.0f}{' (cap)' if f.cap_reached else ''}",
+                f"{f.requests:.0f}",
+                f"{f.peak_mib:.0f} MiB",
+                f"{f.scrape_p50:.2f}/{f.scrape_p99:.2f} ms",
+                f"{f.idle_p50:.1f} ms",
+                f"{f.during_p50:.1f} ms ({f.during_p95:.1f}) = {slowdown:.1f}x",
+                "exact" if f.exact else "WRONG",
+            )
         )
-        text = exporter.wait_for("mlflow_up", 1, timeout=120)
-        refresh_server_count = requests_served(server.ops_url) - before - own
-        refresh_own_count = value(text, "mlflow_exporter_refresh_requests")
-        refresh_seconds = value(text, "mlflow_exporter_refresh_duration_seconds") or 0.0
-        runs_read = value(text, "mlflow_exporter_runs_read")
-        measure(f"{exporter.url}/metrics", 20)  # warm-up; timings below in milliseconds
-        before = requests_served(server.ops_url)
-        timings = measure(f"{exporter.url}/metrics", SCRAPES)
-        scrape_server_count = requests_served(server.ops_url) - before - own
-
-        # The naive baseline, in-process (no HTTP layer of its own: flattering to it).
-        naive_timings = []
-        before = requests_served(server.ops_url)
-        for _ in range(NAIVE_SCRAPES):
-            started = time.perf_counter()
-            naive_scrape(client, EXPERIMENT)
-            naive_timings.append(time.perf_counter() - started)
-        naive_requests = (requests_served(server.ops_url) - before - own) / NAIVE_SCRAPES
-    finally:
-        if exporter is not None:
-            exporter.stop()
-        stop(server.process)
-
-    p50, p99 = percentile(timings, 50), percentile(timings, 99)  # milliseconds
-    naive_p50 = statistics.median(naive_timings) * 1000
-    rows = [
-        ("", "scrape p50", "scrape p99", "MLflow requests"),
-        (
-            "mlflow-exporter (snapshot)",
-            f"{p50:.2f} ms",
-            f"{p99:.2f} ms",
-            f"{refresh_server_count:.0f} per refresh (exporter says {refresh_own_count:.0f}), "
-            f"{scrape_server_count:.0f} during {SCRAPES} scrapes",
-        ),
-        (
-            "naive N+1 (thesis design)",
-            f"{naive_p50:.0f} ms",
-            f"{max(naive_timings) * 1000:.0f} ms",
-            f"{naive_requests:.0f} per scrape",
-        ),
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    out = [
-        f"MLflow exporter, {RUNS} runs in one experiment (MLflow on SQLite, "
-        f"{runs_read:.0f} runs read per refresh, refresh took {refresh_seconds:.2f} s):"
-    ]
-    out += [
-        "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows
-    ]
-    out.append(f"  speed-up of the scrape p50: {naive_p50 / p50:,.0f}x")
-    ok = p50 < P50_TARGET_MS and scrape_server_count == 0
-    out.append(
-        f"  target p50 < {P50_TARGET_MS:.0f} ms and no MLflow request during scrapes: "
+        ok = ok and f.exact and f.scrape_p99 <= SCRAPE_P99_TARGET_MS
+        ok = ok and slowdown <= SLOWDOWN_TARGET
+        if f.runs == max(SIZES):
+            ok = ok and f.refresh_s <= REFRESH_TARGET_S and f.peak_mib <= MEMORY_TARGET_MIB
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+    if previous is not None:
+        lines.append(
+            f"  previous design (every run read) at {SIZES[0]:,} runs: one refresh took "
+            f"{previous[0]:.1f} s for {previous[1]:,} runs"
+        )
+    lines.append(
+        f"  targets: refresh <= {REFRESH_TARGET_S:.0f} s and <= {MEMORY_TARGET_MIB:.0f} MiB at "
+        f"{max(SIZES):,} runs, scrape p99 <= {SCRAPE_P99_TARGET_MS:.0f} ms, other requests "
+        f"<= {SLOWDOWN_TARGET:.0f}x slower during a refresh, exact metrics: "
         + ("met" if ok else "MISSED")
     )
-    sys.stdout.write("\n".join(out) + "\n")
+    sys.stdout.write("\n".join(lines) + "\n")
     return 0 if ok else 1
 
 
