@@ -93,7 +93,7 @@ def build() -> dashboard_builder.Dashboard:
     board = board.with_panel(
         stat_panel(
             "Registered versions",
-            "Versions of each registered model.",
+            "Versions registered for each model (the newest version's number).",
             query("mlflow_model_versions", "{{model}}"),
             decimals=0,
             text_mode=common.BigValueTextMode.VALUE_AND_NAME,
@@ -159,7 +159,9 @@ def build() -> dashboard_builder.Dashboard:
     board = board.with_panel(
         bar_gauge(
             "Runs per experiment",
-            "Active runs of each experiment (parent and nested runs), all statuses.",
+            "Active runs of each experiment (parent and nested runs), all statuses, among the "
+            "newest the exporter reads (EXPORTER_RUNS_PER_EXPERIMENT, 200): an experiment "
+            "showing 200 holds at least that many.",
             query(
                 'sum by (experiment) (mlflow_experiment_runs{experiment=~"$experiment"})',
                 "{{experiment}}",
@@ -171,7 +173,8 @@ def build() -> dashboard_builder.Dashboard:
     board = board.with_panel(
         time_series(
             "Runs by status",
-            "Runs of each experiment by status (FINISHED, FAILED, RUNNING, KILLED).",
+            "Runs of each experiment by status (FINISHED, FAILED, RUNNING, KILLED) among its "
+            "newest runs (EXPORTER_RUNS_PER_EXPERIMENT, 200; all of them in a smaller experiment).",
             query('mlflow_experiment_runs{experiment=~"$experiment"}', "{{experiment}} {{status}}"),
             min_value=0,
         )
