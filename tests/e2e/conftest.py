@@ -26,8 +26,16 @@ EXPORTER = "http://127.0.0.1:8000"
 PROMETHEUS = "http://127.0.0.1:9090"
 
 #: The modules run in this order: the stack's own checks (which restart it), then serving,
-#: then monitoring (which provokes alerts by stopping services).
-MODULE_ORDER = ("test_stack", "test_security", "test_serving", "test_monitoring", "test_upgrade")
+#: then monitoring (which provokes alerts by stopping services), then backup and restore
+#: (which destroys the data and restores it with new secrets).
+MODULE_ORDER = (
+    "test_stack",
+    "test_security",
+    "test_serving",
+    "test_monitoring",
+    "test_backup",
+    "test_upgrade",
+)
 
 #: Faster reactions than the defaults, so the tests need not wait long.
 E2E_SETTINGS = {"WINE_WATCH_INTERVAL_SECONDS": "5", "EXPORTER_REFRESH_INTERVAL": "5"}

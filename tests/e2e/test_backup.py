@@ -1,0 +1,198 @@
+"""`make backup`, `make destroy-data`, `make restore`: nothing lost, even with new secrets.
+
+Runs before test_upgrade (see MODULE_ORDER), on the session's stack. The restore happens as
+after the loss of a machine: every secret of the env file is new (a fresh `make env`), so the
+restored MLflow users must log in with the passwords of the current env file, not the backed-up
+ones. The restored stack is started with `make deploy serve`: `make up` would also train a new
+session, which may promote a new version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytest
+import requests
+from mlflow.entities import ViewType
+from mlflow.tracking import MlflowClient
+
+from model_training.data import load_dataset
+from tests.e2e.conftest import API, Stack
+
+pytestmark = pytest.mark.e2e
+
+MODEL = "wine-classifier"
+
+
+def _observe(stack: Stack, downloads: Path) -> dict[str, Any]:
+    """What a user of the stack sees, through MLflow's API (as admin) and the prediction API."""
+    client = MlflowClient(stack.mlflow_url, stack.mlflow_url)
+    experiments = client.search_experiments(view_type=ViewType.ALL)
+    runs = client.search_runs(
+        [e.experiment_id for e in experiments], run_view_type=ViewType.ALL, max_results=5000
+    )
+    metrics = {
+        (run.info.run_id, key): [(m.step, m.value, m.timestamp) for m in history]
+        for run in runs
+        for key in run.data.metrics
+        if (history := client.get_metric_history(run.info.run_id, key))
+    }
+    versions = client.search_model_versions(max_results=1000)
+    models = client.search_registered_models()
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    assert champion.run_id is not None
+    mlflow.set_tracking_uri(stack.mlflow_url)  # models:/ URIs are resolved with the default
+    model_dir = mlflow.artifacts.download_artifacts(
+        f"models:/{MODEL}/{champion.version}", dst_path=str(downloads / "model")
+    )
+    report = client.download_artifacts(
+        champion.run_id, "evaluation/classification_report.txt", str(downloads)
+    )
+    users = requests.get(
+        f"{stack.mlflow_url}/api/2.0/mlflow/users/list", auth=stack.login("admin"), timeout=10
+    )
+    users.raise_for_status()
+    rows = load_dataset().features.to_dict(orient="records")
+    predictions = requests.post(f"{API}/predict/batch", json=rows, timeout=60)
+    predictions.raise_for_status()
+    return {
+        "experiments": sorted((e.experiment_id, e.name, e.lifecycle_stage) for e in experiments),
+        "runs": sorted(
+            (r.info.run_id, r.info.status, r.data.params, r.data.tags.get("mlflow.runName"))
+            for r in runs
+        ),
+        "metrics": metrics,
+        "versions": sorted((v.version, v.run_id, v.tags) for v in versions),
+        "aliases": {m.name: m.aliases for m in models},
+        "champion": champion.version,
+        "served": requests.get(f"{API}/model", timeout=10).json()["model_version"],
+        "users": users.json()["users"],
+        "model_files": {
+            str(path.relative_to(model_dir)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(Path(model_dir).rglob("*"))
+            if path.is_file()
+        },
+        "report": Path(report).read_bytes(),
+        "predictions": predictions.json(),
+    }
+
+
+def _manifest(archive: Path) -> dict[str, Any]:
+    with tarfile.open(archive) as tar:
+        member = tar.extractfile("manifest.json")
+        assert member is not None
+        return dict(json.load(member))
+
+
+def _running(stack: Stack) -> set[str]:
+    return set(stack.compose("ps", "--status", "running", "--services").split())
+
+
+def _new_secrets(stack: Stack) -> None:
+    """Every secret of the env file gets a new random value, as a fresh `make env` would."""
+    lines = []
+    for line in stack.env_file.read_text().splitlines():
+        key, sep, _ = line.partition("=")
+        secret = sep and key.endswith(("_PASSWORD", "_SECRET_KEY"))
+        lines.append(f"{key}={secrets.token_urlsafe(32)}" if secret else line)
+    stack.env_file.write_text("\n".join(lines) + "\n")
+
+
+def _can_read_the_model(stack: Stack, login: tuple[str, str]) -> int:
+    url = f"{stack.mlflow_url}/api/2.0/mlflow/registered-models/get"
+    return requests.get(url, params={"name": MODEL}, auth=login, timeout=10).status_code
+
+
+@pytest.fixture(scope="module")
+def backed_up(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The running stack as seen before, and the archive `make backup` wrote of it."""
+    workdir = tmp_path_factory.mktemp("backup")
+    before = _observe(stack, workdir / "before")
+    result = stack.make("backup", f"BACKUP_DIR={workdir / 'backups'}")
+    archives = list((workdir / "backups").iterdir())
+    assert len(archives) == 1, archives  # one archive, no temporary file left
+    assert archives[0].name.startswith("wine-mlops-e2e-")
+    assert archives[0].name.endswith("Z.tar")
+    assert f"wrote {archives[0]}" in result.stdout
+    return {"before": before, "archive": archives[0], "workdir": workdir}
+
+
+def test_the_manifest_counts_what_mlflow_shows(stack: Stack, backed_up: dict[str, Any]) -> None:
+    manifest = _manifest(backed_up["archive"])
+    before = backed_up["before"]
+    assert manifest["format"] == "wine-mlops-backup"
+    assert manifest["mlflow_version"] == mlflow.__version__
+    assert manifest["postgresql_version"].startswith("15.")
+    assert manifest["databases"]["tracking"]["alembic_revision"]
+    assert manifest["counts"] == {
+        "experiments": len(before["experiments"]),
+        "runs": len(before["runs"]),
+        "metrics": sum(len(history) for history in before["metrics"].values()),
+        "registered_models": len(before["aliases"]),
+        "model_versions": len(before["versions"]),
+        "aliases": sum(len(aliases) for aliases in before["aliases"].values()),
+        "users": len(before["users"]),
+        "artifact_files": manifest["volumes"]["mlflow-artifacts"]["files"],
+    }
+    assert manifest["counts"]["artifact_files"] > 10 * manifest["counts"]["model_versions"] > 0
+    assert set(manifest["members"]) == {
+        "databases/tracking.dump",
+        "databases/auth.dump",
+        "volumes/mlflow-artifacts.tgz",
+    } | ({"volumes/grafana-data.tgz"} if not stack.airgap else set())
+
+
+def test_restore_refuses_a_tampered_archive_and_a_stack_with_data(
+    stack: Stack, backed_up: dict[str, Any]
+) -> None:
+    archive: Path = backed_up["archive"]
+    tampered = archive.with_name("tampered.tar")
+    shutil.copy(archive, tampered)
+    with tarfile.open(tampered) as tar:
+        member = tar.getmember("databases/tracking.dump")
+    with tampered.open("r+b") as file:
+        file.seek(member.offset_data + 100)
+        file.write(b"\0" * 8)
+    refused = stack.make("restore", f"BACKUP={tampered}", check=False)
+    assert refused.returncode != 0
+    assert "restore refused: " in refused.stderr
+    assert "member databases/tracking.dump fails its checksum" in refused.stderr
+
+    refused = stack.make("restore", f"BACKUP={archive}", check=False)
+    assert refused.returncode != 0
+    assert "run make destroy-data first" in refused.stderr
+    # Nothing was touched: the stack still serves the same champion.
+    served = requests.get(f"{API}/model", timeout=10).json()["model_version"]
+    assert served == backed_up["before"]["champion"]
+
+
+def test_destroy_and_restore_with_new_secrets_loses_nothing(
+    stack: Stack, backed_up: dict[str, Any]
+) -> None:
+    before = backed_up["before"]
+    old_api_login = stack.login("prediction-api")
+    stack.make("destroy-data")
+    _new_secrets(stack)
+    # The session's MLflow clients log in as the admin: from now on with the new password.
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = stack.login("admin")[1]
+
+    restored = stack.make("restore", f"BACKUP={backed_up['archive']}")
+    assert "every checksum matches" in restored.stdout
+    assert _running(stack) == {"mlflow-db"}  # mlflow-server starts only on restored databases
+    stack.make("deploy", "serve")
+
+    after = _observe(stack, backed_up["workdir"] / "after")
+    for key in before:
+        assert after[key] == before[key], key
+    assert after["served"] == before["champion"]
+    # Every user logs in with the current env file's password, and only with it.
+    assert _can_read_the_model(stack, stack.login("prediction-api")) == 200
+    assert _can_read_the_model(stack, old_api_login) == 401
