@@ -500,8 +500,10 @@ def restore(stack: Stack, archive: Path, members: Path, manifest: dict[str, Any]
             stack.create_volume(key)
             with (members / VOLUMES[key]).open("rb") as tgz:
                 files = int(stack.in_volume(key, _STAGE_VOLUME, stdin=tgz).strip())
-            if files != manifest["volumes"][key]["files"]:
-                raise FailedError(f"volume {key}: {files} files, the manifest says otherwise")
+            if files != (expected := manifest["volumes"][key]["files"]):
+                raise FailedError(
+                    f"volume {key}: {files} files extracted, the manifest says {expected}"
+                )
             say(f"  volume {key}: {files} files in staging in {time.monotonic() - step:.1f} s")
         for key in volumes:
             stack.in_volume(key, _COMMIT_VOLUME)

@@ -10,6 +10,7 @@ session, which may promote a new version.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import secrets
@@ -90,6 +91,22 @@ def _manifest(archive: Path) -> dict[str, Any]:
         member = tar.extractfile("manifest.json")
         assert member is not None
         return dict(json.load(member))
+
+
+def _with_wrong_file_count(archive: Path, target: Path) -> Path:
+    """A copy whose manifest (not a member: every checksum holds) claims one artifact more."""
+    with tarfile.open(archive) as source, tarfile.open(target, "w") as copy:
+        for member in source.getmembers():
+            data = source.extractfile(member)
+            assert data is not None
+            content = data.read()
+            if member.name == "manifest.json":
+                manifest = json.loads(content)
+                manifest["volumes"]["mlflow-artifacts"]["files"] += 1
+                content = json.dumps(manifest).encode()
+                member.size = len(content)
+            copy.addfile(member, io.BytesIO(content))
+    return target
 
 
 def _running(stack: Stack) -> set[str]:
@@ -183,6 +200,19 @@ def test_destroy_and_restore_with_new_secrets_loses_nothing(
     _new_secrets(stack)
     # The session's MLflow clients log in as the admin: from now on with the new password.
     os.environ["MLFLOW_TRACKING_PASSWORD"] = stack.login("admin")[1]
+
+    # A restore that fails at its last check (the artifacts in staging) leaves nothing behind.
+    wrong = _with_wrong_file_count(backed_up["archive"], backed_up["workdir"] / "wrong.tar")
+    failed = stack.make("restore", f"BACKUP={wrong}", check=False)
+    assert failed.returncode != 0
+    assert "the staging databases and folders were dropped" in failed.stderr
+    superuser = stack.setting("POSTGRES_USER")
+    databases = stack.compose(
+        "exec", "-T", "mlflow-db", "psql", "-U", superuser, "-d", "postgres", "-Atc",
+        "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1",
+    )  # fmt: skip
+    assert databases.split() == sorted(["mlflow", "mlflow_auth", "postgres"])
+    # (The restore below also finds the artifact volume empty, or it would refuse.)
 
     restored = stack.make("restore", f"BACKUP={backed_up['archive']}")
     assert "every checksum matches" in restored.stdout
