@@ -17,6 +17,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from prediction_api.schemas import FEATURE_SPECS
+from prediction_api.settings import ApiSettings
 from tests.prediction_api.conftest import problem, wait_for
 from tests.prediction_api.registry import InMemoryRegistry
 from wine_mlops.features import FEATURE_NAMES, TARGET
@@ -79,6 +80,20 @@ def test_a_json_body_too_large_gets_413_before_its_content_is_judged(
         "/predict/batch", content=bad_rows, headers={"content-type": "application/json"}
     )
     assert problem(answer, 413)["detail"] == f"the body has {len(bad_rows)} bytes; at most 2048"
+
+
+def test_the_largest_batch_the_schema_admits_fits_the_default_body_limit(
+    client: TestClient,
+) -> None:
+    """1,000 wines whose every value has the longest JSON form: accepted, not a 413."""
+    wine = {name: 1.2345678901234567e-05 for name in FEATURE_NAMES}
+    body = json.dumps([wine] * 1000)
+    assert len(body) < ApiSettings().max_body_bytes
+    answer = client.post(
+        "/predict/batch", content=body, headers={"content-type": "application/json"}
+    )
+    assert answer.status_code == 200
+    assert len(answer.json()) == 1000
 
 
 def test_json_of_another_application_type_is_accepted(
