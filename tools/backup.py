@@ -289,14 +289,9 @@ class Stack:
                 raise FailedError(f"database {database}: no answer to {sql.split()[0]} (see above)")
             return answer
 
+        begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_export_snapshot();"
         try:
-            # psql -q prints nothing for BEGIN: the first line is the snapshot's id.
-            yield (
-                query(
-                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_export_snapshot();"
-                ),
-                query,
-            )
+            yield query(begin), query  # psql -q prints nothing for BEGIN: one line, the id
         finally:
             with contextlib.suppress(OSError):
                 stdin.write("COMMIT;\n")
@@ -314,7 +309,6 @@ class Stack:
         self,
         key: str,
         script: str,
-        *args: str,
         read_only: bool = False,
         stdin: IO[bytes] | None = None,
         stdout: IO[bytes] | None = None,
@@ -328,7 +322,7 @@ class Stack:
         caps = [f"--cap-add={cap}" for cap in ("CHOWN", "DAC_OVERRIDE", "FOWNER")]
         command = ["docker", "run", "--rm", "-i", "--network=none", "--user=0:0", "--cap-drop=ALL"]
         command += [*caps, "--security-opt=no-new-privileges", "--entrypoint=sh", "-v", mount]
-        command += [self.image, "-euc", script, "sh", *args]
+        command += [self.image, "-euc", script]
         return _run(command, stdin=stdin, stdout=stdout).stdout
 
     def create_volume(self, key: str) -> None:
@@ -399,10 +393,12 @@ def backup(stack: Stack, directory: Path) -> Path:
     }  # fmt: skip
     with tempfile.TemporaryDirectory(dir=directory, prefix=".backup-") as work:
         members: dict[str, Path] = {}
-        # The databases first, the artifacts after: an artifact is written before the run or
-        # model version that points to it is committed, so every artifact the dumps reference
-        # is already on the volume when it is copied. (The other order could copy the files of
-        # an older state, then dump rows that name files the copy lacks.)
+        # The databases first, the artifacts after. Nothing in the stack deletes an artifact,
+        # so every file that existed when the dumps were taken is still there when the volume
+        # is copied: every artifact of a dumped run, and every model a dumped version points to
+        # (MLflow writes a model's files before it registers the version), is in the archive.
+        # The other order would miss files written between the copy and the dumps, such as the
+        # model of a version registered in between.
         for key, member in DUMPS.items():
             database = stack.databases[key]
             path = Path(work) / member
