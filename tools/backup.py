@@ -522,6 +522,8 @@ def restore(stack: Stack, archive: Path, members: Path, manifest: dict[str, Any]
 
 
 def _refuse_unless_empty(stack: Stack, volumes: list[str]) -> None:
+    if _run(["docker", "image", "inspect", stack.image], check=False).returncode != 0:
+        raise RefusedError(f"no image {stack.image} here: build the images first (make build)")
     advice = "run make destroy-data first (it deletes the stack's data)"
     if running := stack.running() - {"mlflow-db"}:
         raise RefusedError(f"the stack is running ({', '.join(sorted(running))}): {advice}")
