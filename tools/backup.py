@@ -512,7 +512,10 @@ def restore(stack: Stack, archive: Path, members: Path, manifest: dict[str, Any]
                 "stack is as empty as before"
             ) from exc
         raise
-    # Idempotent: revokes PUBLIC's rights on the renamed databases, checks the owner of all.
+    # After the commit point: the empty databases that mlflow-db made at its start go, and the
+    # ensure step (idempotent) revokes PUBLIC's rights on the renamed ones, checks every owner.
+    for name in stack.databases.values():
+        stack.psql("postgres", 'DROP DATABASE IF EXISTS :"db";', db=f"{name}_replaced")
     stack.run("exec", "-T", "mlflow-db", "bash", "/mlflow-db/ensure-roles.sh")
     counts = manifest["counts"]
     say(
@@ -593,18 +596,22 @@ def _swap_databases(stack: Stack, staging: dict[str, str]) -> None:
         "tracking_old": stack.databases["tracking"] + "_replaced",
         "auth_old": stack.databases["auth"] + "_replaced",
     }
-    stack.psql(
-        "postgres",
-        """BEGIN;
-        ALTER DATABASE :"tracking" RENAME TO :"tracking_old";
-        ALTER DATABASE :"tracking_staging" RENAME TO :"tracking";
-        ALTER DATABASE :"auth" RENAME TO :"auth_old";
-        ALTER DATABASE :"auth_staging" RENAME TO :"auth";
-        COMMIT;""",
-        **names,
-    )
-    # The empty databases that mlflow-db made at its start.
-    stack.psql("postgres", 'DROP DATABASE :"tracking_old";\nDROP DATABASE :"auth_old";', **names)
+    try:
+        stack.psql(
+            "postgres",
+            """BEGIN;
+            ALTER DATABASE :"tracking" RENAME TO :"tracking_old";
+            ALTER DATABASE :"tracking_staging" RENAME TO :"tracking";
+            ALTER DATABASE :"auth" RENAME TO :"auth_old";
+            ALTER DATABASE :"auth_staging" RENAME TO :"auth";
+            COMMIT;""",
+            **names,
+        )
+    except FailedError:
+        # Committed all the same (the answer was lost) when the staging database is gone.
+        staged = "SELECT count(*) FROM pg_database WHERE datname = :'tracking_staging';"
+        if stack.psql("postgres", staged, **names) != "0":
+            raise
     say(f"  databases {', '.join(stack.databases.values())} swapped in (one transaction)")
 
 
