@@ -8,9 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
-from prometheus_client.exposition import choose_encoder
 
-from mlflow_exporter.collectors import build_registry
+from mlflow_exporter.collectors import Exposition
 from mlflow_exporter.refresher import Refresher, SnapshotSource
 from mlflow_exporter.settings import ExporterSettings
 
@@ -49,15 +48,15 @@ def create_app(
     refresher = Refresher(
         source, settings.refresh_interval_seconds, clock, settings.min_pause_seconds
     )
-    registry = build_registry(lambda: refresher.state, clock, settings.min_accuracy)
+    exposition = Exposition(lambda: refresher.state, clock, settings.min_accuracy)
 
     app = Flask(__name__)
     app.extensions[EXTENSION] = refresher
 
     @app.get("/metrics")
     def metrics() -> Response:
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        return Response(encoder(registry), content_type=content_type)
+        body, content_type = exposition.render(request.headers.get("Accept", ""))
+        return Response(body, content_type=content_type)
 
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:

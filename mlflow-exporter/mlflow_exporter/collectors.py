@@ -9,11 +9,13 @@ Register them in a private :class:`prometheus_client.CollectorRegistry` (see
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from mlflow_exporter.refresher import ExporterState
@@ -301,6 +303,61 @@ class FloorCollector(Collector):
             "promotes by).",
             value=self._floor,
         )
+
+
+class Exposition:
+    """Renders ``/metrics``: the snapshot's metrics once per snapshot, the live ones each time.
+
+    The run and registry metrics only change when a refresh swaps in a new snapshot, so
+    their text is rendered once per snapshot and format and reused by every scrape; only
+    the exporter's own metrics (the snapshot age grows) and the process metrics are rendered
+    per scrape. A scrape then costs little CPU even while a refresh parses MLflow's answers.
+
+    Args:
+        state: Returns the current exporter state.
+        clock: The wall clock used for the snapshot age.
+        accuracy_floor: The stack's accuracy floor (``settings.min_accuracy``).
+    """
+
+    def __init__(
+        self,
+        state: StateReader,
+        clock: Callable[[], float] = time.time,
+        accuracy_floor: float = DEFAULT_MIN_ACCURACY,
+    ) -> None:
+        self._state = state
+        self._snapshot_metrics = CollectorRegistry()
+        self._snapshot_metrics.register(RunCollector(lambda: self._rendering))
+        self._snapshot_metrics.register(RegistryCollector(lambda: self._rendering))
+        self._snapshot_metrics.register(FloorCollector(accuracy_floor))
+        self._live_metrics = CollectorRegistry()
+        ProcessCollector(registry=self._live_metrics)
+        self._live_metrics.register(ExporterCollector(state, clock))
+        self._rendering = ExporterState()
+        self._cache: dict[str, tuple[object, bytes]] = {}
+        self._lock = threading.Lock()
+
+    def render(self, accept: str) -> tuple[bytes, str]:
+        """The exposition for a request's ``Accept`` header.
+
+        Returns:
+            The body and its content type (Prometheus text, or OpenMetrics when asked).
+        """
+        encoder, content_type = choose_encoder(accept)
+        state = self._state()
+        cached = self._cache.get(content_type)
+        if cached is None or cached[0] is not state.snapshot:
+            with self._lock:  # one rendering at a time reads self._rendering
+                self._rendering = state
+                cached = (state.snapshot, encoder(self._snapshot_metrics))
+            self._cache[content_type] = cached
+        snapshot_part = cached[1]
+        if snapshot_part.endswith(_EOF):  # OpenMetrics: one "# EOF", at the very end
+            snapshot_part = snapshot_part[: -len(_EOF)]
+        return snapshot_part + encoder(self._live_metrics), content_type
+
+
+_EOF = b"# EOF\n"
 
 
 def build_registry(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 from flask import Flask
@@ -10,7 +11,7 @@ from flask import Flask
 from mlflow_exporter.app import EXTENSION, create_app
 from mlflow_exporter.refresher import Refresher
 from mlflow_exporter.settings import ExporterSettings
-from mlflow_exporter.snapshot import Snapshot
+from mlflow_exporter.snapshot import LatestRun, Snapshot
 from tests.mlflow_exporter.conftest import Clock, ScriptedSource
 from tests.mlflow_exporter.support import value
 from wine_mlops.settings import DEFAULT_MIN_ACCURACY
@@ -186,3 +187,46 @@ def test_the_accuracy_floor_is_published_from_wine_min_accuracy(
     text = scrape(app)  # also before MLflow was ever read: the alert compares with it
     assert value(text, "wine_champion_accuracy_floor") == floor
     assert "# TYPE wine_champion_accuracy_floor gauge" in text
+
+
+def forest_accuracy(text: str) -> list[str]:
+    """The values of the forest's accuracy series in an exposition (any format)."""
+    return [
+        line.rsplit(" ", 1)[1]
+        for line in text.splitlines()
+        if line.startswith("mlflow_run_metric{")
+        and 'run_name="RandomForestClassifier"' in line
+        and 'metric="accuracy"' in line
+    ]
+
+
+def test_each_scrape_shows_the_latest_snapshot_in_either_format(
+    snapshot: Snapshot, clock: Clock
+) -> None:
+    newer = replace(
+        snapshot,
+        experiments=(
+            replace(
+                snapshot.experiments[1],
+                latest_runs=(
+                    LatestRun("RandomForestClassifier", 1_700_000_000.0, (("accuracy", 0.99),)),
+                ),
+            ),
+        ),
+    )
+    app, refresher = app_for(ScriptedSource(snapshot, newer), clock)
+    openmetrics = {"Accept": "application/openmetrics-text; version=1.0.0"}
+    refresher.refresh_once()
+    assert value(scrape(app), "mlflow_run_metric", **ACCURACY) == 0.97
+    first = app.test_client().get("/metrics", headers=openmetrics).get_data(as_text=True)
+    assert forest_accuracy(first) == ["0.97"]
+    clock.now += 15
+    refresher.refresh_once()
+    assert value(scrape(app), "mlflow_run_metric", **ACCURACY) == 0.99
+    assert value(scrape(app), "mlflow_exporter_snapshot_age_seconds") == 0
+    clock.now += 7
+    assert value(scrape(app), "mlflow_exporter_snapshot_age_seconds") == 7  # live, not cached
+    second = app.test_client().get("/metrics", headers=openmetrics).get_data(as_text=True)
+    assert forest_accuracy(second) == ["0.99"]
+    assert second.count("# EOF") == 1
+    assert second.endswith("# EOF\n")
