@@ -412,9 +412,9 @@ def _register_and_promote(
     lock (:mod:`model_training.promotion_lock`): no other session can move ``champion``
     between the moment this one scores it and the moment this one decides. The champion is
     reloaded by version and scored on this session's test set; a champion it replaces becomes
-    ``challenger`` (the runner-up to fall back to). The version is registered
-    with its decision and reason as tags, and the alias set, with stop signals held back, so
-    a version never exists without them (short of SIGKILL).
+    ``challenger`` (the runner-up to fall back to). The version is registered with its
+    decision and reason as tags, and the alias set, with stop signals held back, so a version
+    never exists without them (short of SIGKILL).
     """
     lock = PromotionLock(
         client,
@@ -446,6 +446,9 @@ def _register_and_promote(
                 # the replaced champion is the runner-up now: the version to fall back to
                 client.set_registered_model_alias(
                     settings.model_name, settings.challenger_alias, champion_version
+                )
+                log.info(
+                    "former champion v%s is %s now", champion_version, settings.challenger_alias
                 )
             elif decision.promote and version_by_alias(
                 client, settings.model_name, settings.challenger_alias
