@@ -26,14 +26,7 @@ from datetime import UTC, datetime
 import psycopg2
 import sqlalchemy as sa
 
-#: The model families of the training job, in the order it trains them.
-FAMILIES: tuple[str, ...] = (
-    "LogisticRegression",
-    "KNeighborsClassifier",
-    "SVC",
-    "RandomForestClassifier",
-    "GradientBoostingClassifier",
-)
+from tests.mlflow_exporter.support import FAMILIES
 
 #: The test metrics the training job logs for every candidate.
 CHILD_METRICS: tuple[str, ...] = (
