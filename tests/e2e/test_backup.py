@@ -57,10 +57,14 @@ def _observe(stack: Stack, downloads: Path) -> dict[str, Any]:
     report = client.download_artifacts(
         champion.run_id, "evaluation/classification_report.txt", str(downloads)
     )
-    users = requests.get(
+    answer = requests.get(
         f"{stack.mlflow_url}/api/2.0/mlflow/users/list", auth=stack.login("admin"), timeout=10
     )
-    users.raise_for_status()
+    answer.raise_for_status()
+    # Listed in the table's physical order, which a password update changes: sorted here.
+    users = sorted(answer.json()["users"], key=lambda user: user["id"])
+    for role in (role for user in users for role in user["roles"]):
+        role["permissions"].sort(key=lambda permission: permission["id"])
     rows = load_dataset().features.to_dict(orient="records")
     predictions = requests.post(f"{API}/predict/batch", json=rows, timeout=60)
     predictions.raise_for_status()
@@ -75,7 +79,7 @@ def _observe(stack: Stack, downloads: Path) -> dict[str, Any]:
         "aliases": {m.name: m.aliases for m in models},
         "champion": champion.version,
         "served": requests.get(f"{API}/model", timeout=10).json()["model_version"],
-        "users": users.json()["users"],
+        "users": users,
         "model_files": {
             str(path.relative_to(model_dir)): hashlib.sha256(path.read_bytes()).hexdigest()
             for path in sorted(Path(model_dir).rglob("*"))
