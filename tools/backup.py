@@ -508,8 +508,8 @@ def restore(stack: Stack, archive: Path, members: Path, manifest: dict[str, Any]
         _roll_back(stack, staging, volumes)
         if isinstance(exc, FailedError | subprocess.SubprocessError):
             raise FailedError(
-                f"{exc}\nrestore failed: the staging databases and folders were dropped; the "
-                "stack is as empty as before"
+                f"{exc}; the staging databases and folders were dropped, the stack is as empty "
+                "as before"
             ) from exc
         raise
     # After the commit point: the empty databases that mlflow-db made at its start go, and the
