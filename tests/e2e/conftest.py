@@ -26,13 +26,15 @@ EXPORTER = "http://127.0.0.1:8000"
 PROMETHEUS = "http://127.0.0.1:9090"
 
 #: The modules run in this order: the stack's own checks (which restart it), then serving,
-#: then monitoring (which provokes alerts by stopping services), then backup and restore
+#: then monitoring (which provokes alerts by stopping services), then the API contract (its
+#: invalid requests would raise the client-error alert), then backup and restore
 #: (which destroys the data and restores it with new secrets).
 MODULE_ORDER = (
     "test_stack",
     "test_security",
     "test_serving",
     "test_monitoring",
+    "test_contract",
     "test_backup",
     "test_upgrade",
 )
