@@ -5,9 +5,16 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -77,11 +84,25 @@ class ServiceSettings(BaseSettings):
 
     Every setting ``VAR`` can also come from a file named by ``VAR_FILE`` (how compose hands
     out secrets); a plain ``VAR`` in the environment takes precedence.
+
+    A blank value means the field's default: compose passes ``${VAR:-}``, so that each
+    default is written once, here in the settings classes. Fields listed in
+    ``blank_kept`` take a blank value as it is (where blank has a meaning of its own).
     """
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    #: Fields where a blank value is kept rather than replaced by the default.
+    blank_kept: ClassVar[frozenset[str]] = frozenset()
 
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_default(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str) or value.strip() or info.field_name in cls.blank_kept:
+            return value
+        field = cls.model_fields[info.field_name or ""]
+        return value if field.is_required() else field.get_default(call_default_factory=True)
 
     @classmethod
     def settings_customise_sources(
@@ -125,12 +146,6 @@ class MlflowSettings(ServiceSettings):
     tracking_password: SecretStr | None = Field(
         default=None, validation_alias="MLFLOW_TRACKING_PASSWORD"
     )
-
-    @field_validator("min_accuracy", mode="before")
-    @classmethod
-    def _blank_is_default(cls, value: object) -> object:
-        # compose passes ${WINE_MIN_ACCURACY:-}: blank means "the stack's default"
-        return DEFAULT_MIN_ACCURACY if isinstance(value, str) and not value.strip() else value
 
     def use_credentials(self) -> None:
         """Hands the service's MLflow login to MLflow's HTTP client.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import ClassVar
 
 from pydantic import Field, field_validator
 
@@ -36,6 +37,9 @@ class ExporterSettings(MlflowSettings):
     - ``EXPORTER_MLFLOW_TIMEOUT``: seconds an MLflow request may take (default 10).
     - ``LOG_LEVEL``.
     """
+
+    #: An empty EXPORTER_RUN_NAME_SUFFIX disables the cut; it is not the default pattern.
+    blank_kept: ClassVar[frozenset[str]] = frozenset({"run_name_suffix"})
 
     refresh_interval_seconds: float = Field(
         default=15.0, gt=0, validation_alias="EXPORTER_REFRESH_INTERVAL"

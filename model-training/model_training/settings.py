@@ -39,13 +39,6 @@ class TrainingSettings(MlflowSettings):
         default=600.0, ge=0, validation_alias="WINE_PROMOTION_LOCK_WAIT_SECONDS"
     )
 
-    @field_validator(
-        "data_path", "git_commit", "build_id", "build_url", "public_url", mode="before"
-    )
-    @classmethod
-    def _blank_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
     @field_validator("candidates")
     @classmethod
     def _known_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
