@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import numpy as np
 from fastapi import Body, FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from prediction_api import errors
+from prediction_api import docs, errors
 from prediction_api.metrics import ApiMetrics
 from prediction_api.middleware import RequestMetricsMiddleware, route_finder
 from prediction_api.reference import ReferenceStats, load_reference_stats
@@ -49,6 +50,29 @@ _LEGACY_POSITION = {name: key for key, name in LEGACY_QUERY_NAMES.items()}
 _NOT_READY = errors.problem_responses(503)
 _PREDICT_JSON = errors.problem_responses(400, 413, 415, 422, 503)
 _PREDICT_QUERY = errors.problem_responses(422, 503)
+#: The groups of endpoints, in the order the documentation shows them.
+OPENAPI_TAGS = [
+    {
+        "name": "predictions",
+        "description": "Classify wines with the served model: one, a batch, or the original "
+        "form's query.",
+    },
+    {
+        "name": "model",
+        "description": "What is served: the model version and its metrics, the features and "
+        "their training ranges.",
+    },
+    {
+        "name": "operations",
+        "description": "For orchestrators and monitoring: liveness, readiness, Prometheus metrics.",
+    },
+]
+
+
+def operation_id(route: APIRoute) -> str:
+    """An endpoint's OpenAPI ``operationId``: its function's name (``predict``,
+    ``predict_batch``, …) rather than FastAPI's path-and-method compound."""
+    return route.name
 
 
 class PrometheusText(Response):
@@ -183,6 +207,10 @@ def create_app(
             "415, body too large 413, invalid input 422."
         ),
         lifespan=lifespan,
+        openapi_tags=OPENAPI_TAGS,
+        generate_unique_id_function=operation_id,
+        docs_url=None,  # served by docs.install, from the API's own copy of the assets
+        redoc_url=None,
     )
     app.state.store = store
     app.state.metrics = metrics
@@ -317,4 +345,5 @@ def create_app(
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    docs.install(app)
     return app

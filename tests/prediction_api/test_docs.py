@@ -1,0 +1,64 @@
+"""The documentation pages and the OpenAPI document's names (the Chromium check of the pages
+themselves is in ``tests/integration/test_prediction_api.py``)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+
+from prediction_api import docs
+
+
+def test_operations_have_readable_ids_and_every_tag_is_described(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    ids = {
+        f"{method.upper()} {path}": operation["operationId"]
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    }
+    assert ids == {
+        "GET /healthz": "healthz",
+        "GET /readyz": "readyz",
+        "POST /predict": "predict",
+        "POST /predict/batch": "predict_batch",
+        "GET /predict/": "predict_legacy",
+        "GET /model": "model",
+        "GET /features": "features",
+        "GET /metrics": "prometheus_metrics",
+    }
+    tags = [tag["name"] for tag in document["tags"]]
+    assert tags == ["predictions", "model", "operations"]
+    assert all(tag["description"] for tag in document["tags"])
+    used = {t for item in document["paths"].values() for op in item.values() for t in op["tags"]}
+    assert used == set(tags)
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_pages_load_only_the_apis_own_assets(client: TestClient, page: str) -> None:
+    answer = client.get(page)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/html")
+    assert answer.headers["content-security-policy"] == docs.CSP
+    assert "default-src 'self'" in docs.CSP
+    assert "://" not in answer.text  # no CDN, no fonts, no favicon from elsewhere
+    assets = re.findall(r'(?:src|href)="([^"]+)"', answer.text)
+    assert assets
+    for asset in assets:
+        assert asset.startswith(f"{docs.ASSETS_URL}/")
+        loaded = client.get(asset)
+        assert loaded.status_code == 200, asset
+        assert len(loaded.content) > 1000
+    assert "/openapi.json" in answer.text
+
+
+def test_swagger_ui_asks_no_online_validator(client: TestClient) -> None:
+    page = client.get("/docs").text
+    assert '"validatorUrl": null' in page
+    assert client.get("/docs/oauth2-redirect").status_code == 200
+
+
+def test_the_docs_are_not_operations_of_the_api(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert not [path for path in paths if path.startswith(("/docs", "/redoc"))]
