@@ -2,8 +2,9 @@
 
 Covers the issue's end-to-end promises locally: not ready before training, every wine
 predicted through the API matches the champion's own offline predictions, a better champion
-is picked up without restart while requests keep succeeding, the browser form works, and
-predictions survive the MLflow server going away.
+is picked up without restart while requests keep succeeding, the browser form and the API
+docs work (with no request leaving the API), and predictions survive the MLflow server going
+away.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 
 from tests.integration.test_training_session import train
 from tests.prediction_api.api_process import ApiProcess, start_api
-from tests.prediction_api.browser import check_form
+from tests.prediction_api.browser import check_docs, check_form
 from tests.support.processes import MlflowServer, start_mlflow_server, stop
 from wine_mlops.features import CLASS_NAMES, FEATURE_NAMES, load_wine_frame
 from wine_mlops.healthcheck import wait_until_healthy
@@ -217,6 +218,53 @@ def test_the_browser_form_predicts_a_cultivar_and_explains_bad_input(
     assert "alcohol: must not be negative, got -5" in seen.invalid_message
     assert seen.external_requests == []  # everything is served by the API itself
     assert shot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_api_docs_render_in_chromium_without_leaving_the_api(
+    stack: Stack, tmp_path: Path
+) -> None:
+    seen = check_docs(stack.api.url, screenshots=tmp_path)
+    # Every request of both pages went to the API itself; none was refused on the way out.
+    assert seen.blocked == []
+    assert all(url.startswith(f"{stack.api.url}/") for url in seen.requests), seen.requests
+    paths = {url.removeprefix(stack.api.url) for url in seen.requests}
+    assert {
+        "/docs",
+        "/docs-assets/swagger-ui-bundle.js",
+        "/docs-assets/swagger-ui.css",
+        "/redoc",
+        "/docs-assets/redoc.standalone.js",
+        "/openapi.json",
+    } <= paths
+    # ReDoc's bundle links its maker's logo from a CDN: the pages' policy stops it in the
+    # browser, and nothing else is refused.
+    assert all("cdn.redoc.ly/redoc/logo-mini.svg" in e for e in seen.console_errors), (
+        seen.console_errors
+    )
+    # Swagger UI: the operations with their readable ids, under the described tags.
+    assert seen.operation_ids == [
+        "predict",
+        "predict_batch",
+        "predict_legacy",
+        "model",
+        "features",
+        "healthz",
+        "readyz",
+        "prometheus_metrics",
+    ]
+    for text in (
+        "Wine classifier API",
+        "/predict/batch",
+        "Classify one wine",
+        "Classify wines with the served model",
+        "Liveness: the process answers",
+    ):
+        assert text in seen.swagger_text
+    # ReDoc: the same document, rendered.
+    for text in ("Wine classifier API", "Classify one wine", "Prometheus metrics"):
+        assert text in seen.redoc_text
+    assert (tmp_path / "docs.png").read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "redoc.png").read_bytes().startswith(b"\x89PNG")
 
 
 @pytest.fixture(scope="module")

@@ -87,3 +87,78 @@ def check_form(
         finally:
             browser.close()
     return FormCheck(cultivar, bars, invalid, external)
+
+
+@dataclass(frozen=True)
+class DocsCheck:
+    """What the documentation pages showed.
+
+    Attributes:
+        swagger_text: The visible text of Swagger UI (``/docs``) once its operations rendered.
+        operation_ids: The operation ids Swagger UI shows, top to bottom.
+        redoc_text: The visible text of ReDoc (``/redoc``) once it rendered.
+        requests: Every request both pages made, in order.
+        blocked: The requests to any other origin, refused before they left (must be none).
+        console_errors: The pages' console errors (the Content-Security-Policy's refusals).
+    """
+
+    swagger_text: str
+    operation_ids: list[str]
+    redoc_text: str
+    requests: list[str]
+    blocked: list[str]
+    console_errors: list[str]
+
+
+def check_docs(base_url: str, screenshots: Path | None = None) -> DocsCheck:
+    """Opens ``/docs`` and ``/redoc`` with every request to another origin refused.
+
+    Args:
+        base_url: The API's address, e.g. ``http://127.0.0.1:7654``.
+        screenshots: A directory for ``docs.png`` and ``redoc.png``, if wanted.
+
+    Returns:
+        What the pages showed and asked for, for the caller to assert on.
+    """
+    from playwright.sync_api import Route, sync_playwright
+
+    origin = base_url.rstrip("/")
+    requests: list[str] = []
+    blocked: list[str] = []
+    console_errors: list[str] = []
+
+    def only_the_api(route: Route) -> None:
+        url = route.request.url
+        requests.append(url)
+        if url == origin or url.startswith(f"{origin}/"):
+            route.continue_()
+        else:
+            blocked.append(url)
+            route.abort("blockedbyclient")
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.route("**/*", only_the_api)
+            page.on(
+                "console",
+                lambda message: (
+                    console_errors.append(message.text) if message.type == "error" else None
+                ),
+            )
+            page.goto(f"{origin}/docs", wait_until="networkidle")
+            page.wait_for_selector("#swagger-ui .opblock-summary-operation-id")
+            swagger_text = page.inner_text("#swagger-ui")
+            operation_ids = page.locator(".opblock-summary-operation-id").all_inner_texts()
+            if screenshots is not None:
+                page.screenshot(path=str(screenshots / "docs.png"), full_page=True)
+
+            page.goto(f"{origin}/redoc", wait_until="networkidle")
+            page.wait_for_selector("redoc .api-content h2")
+            redoc_text = page.inner_text("redoc")
+            if screenshots is not None:
+                page.screenshot(path=str(screenshots / "redoc.png"))
+        finally:
+            browser.close()
+    return DocsCheck(swagger_text, operation_ids, redoc_text, requests, blocked, console_errors)
