@@ -13,9 +13,10 @@ mlflow-exporter READ on every experiment  READ on every registered model
 ============== ========================== ============================================
 
 The experiment and the registered model are created here (empty) when they do not exist
-yet, so that the grants can name them before the first training. A user whose password
-already works is left as it is; a changed password in ``.env`` is applied (rotation).
-Re-running it changes nothing.
+yet, so that the grants can name them before the first training. The experiment is of kind
+``custom_model_development``, so MLflow 3's UI opens it on its runs rather than on GenAI
+traces; training adds the descriptions. A user whose password already works is left as it
+is; a changed password in ``.env`` is applied (rotation). Re-running it changes nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
     from pydantic import SecretStr
 
 log = logging.getLogger(__name__)
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""MLflow 3's UI opens an experiment of this kind on its runs, not on the GenAI traces view."""
 
 
 @dataclass(frozen=True)
@@ -100,9 +105,14 @@ def provision(
     tracking = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
     experiment = tracking.get_experiment_by_name(experiment_name)
-    experiment_id = (
-        experiment.experiment_id if experiment else tracking.create_experiment(experiment_name)
-    )
+    if experiment is None:
+        experiment_id = tracking.create_experiment(
+            experiment_name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
+    else:
+        experiment_id = experiment.experiment_id
+        if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            tracking.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     try:
         tracking.get_registered_model(model_name)
     except MlflowException as exc:

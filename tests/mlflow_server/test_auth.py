@@ -40,6 +40,7 @@ def version(mlflow_server: MlflowServer) -> str:
         client = MlflowClient(mlflow_server.url, mlflow_server.url)
         experiment = client.get_experiment_by_name(EXPERIMENT)
         assert experiment is not None, "the launcher creates the experiment"
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
         mlflow.set_tracking_uri(mlflow_server.url)
         model = DummyClassifier().fit([[0.0] * len(FEATURE_NAMES)] * 3, [0, 1, 2])
         with mlflow.start_run(experiment_id=experiment.experiment_id):
