@@ -1,4 +1,4 @@
-"""Pictures and tables logged with the runs: confusion matrices, correlations, profiles."""
+"""Pictures and tables logged with the runs: confusion matrices, curves, correlations, profiles."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
 
 
 def dataset_profile(features: pd.DataFrame) -> pd.DataFrame:
@@ -44,6 +45,78 @@ def save_confusion_matrix(
     return path
 
 
+def _one_vs_rest(
+    y_true: np.ndarray, probabilities: np.ndarray, class_ids: list[int]
+) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """Per class: its column index, the binary truth (this class or not) and its scores."""
+    truth = np.asarray(y_true)
+    return [(i, (truth == cid).astype(int), probabilities[:, i]) for i, cid in enumerate(class_ids)]
+
+
+def save_roc_curves(
+    y_true: np.ndarray,
+    probabilities: np.ndarray,
+    class_ids: list[int],
+    class_names: list[str],
+    title: str,
+    path: Path,
+) -> Path:
+    """Draws one-vs-rest ROC curves (one per class, with its AUC) and saves them as PNG.
+
+    Args:
+        y_true: True class ids of the test set.
+        probabilities: ``predict_proba`` of the test set, one column per class id.
+        class_ids: The class ids in column order.
+        class_names: Their display names.
+        title: The plot title.
+        path: Where to save the PNG.
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=110)
+    for i, truth, scores in _one_vs_rest(y_true, probabilities, class_ids):
+        fpr, tpr, _ = roc_curve(truth, scores)
+        ax.plot(fpr, tpr, label=f"{class_names[i]} (AUC {auc(fpr, tpr):.3f})")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8, label="chance")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def save_precision_recall_curves(
+    y_true: np.ndarray,
+    probabilities: np.ndarray,
+    class_ids: list[int],
+    class_names: list[str],
+    title: str,
+    path: Path,
+) -> Path:
+    """Draws one-vs-rest precision-recall curves (with average precision) and saves them as PNG.
+
+    Args: as :func:`save_roc_curves`.
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=110)
+    for i, truth, scores in _one_vs_rest(y_true, probabilities, class_ids):
+        precision, recall, _ = precision_recall_curve(truth, scores)
+        average = average_precision_score(truth, scores)
+        ax.step(recall, precision, where="post", label=f"{class_names[i]} (AP {average:.3f})")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def save_correlation_heatmap(features: pd.DataFrame, path: Path) -> Path:
     """Draws the Pearson correlation of every feature pair and saves it as PNG."""
     corr = features.corr()
@@ -61,12 +134,22 @@ def save_correlation_heatmap(features: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def save_feature_importances(importances: pd.Series, title: str, path: Path) -> Path:
-    """Draws feature importances as horizontal bars and saves them as PNG."""
-    ordered = importances.sort_values()
+def save_feature_importances(
+    importances: pd.DataFrame, title: str, path: Path, xlabel: str = "importance"
+) -> Path:
+    """Draws feature importances as horizontal bars (with ``std`` as error bars) as PNG.
+
+    Args:
+        importances: Indexed by feature, with ``importance`` and optionally ``std``.
+        title: The plot title.
+        path: Where to save the PNG.
+        xlabel: What the importance measures.
+    """
+    ordered = importances.sort_values("importance")
+    errors = ordered["std"].to_numpy() if "std" in ordered else None
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=110)
-    ax.barh(ordered.index, ordered.to_numpy(), color="#7b2d43")
-    ax.set_xlabel("importance")
+    ax.barh(ordered.index, ordered["importance"].to_numpy(), xerr=errors, color="#7b2d43")
+    ax.set_xlabel(xlabel)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path)

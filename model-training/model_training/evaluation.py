@@ -1,4 +1,4 @@
-"""Scoring candidates: test-set metrics, cross-validation, timings."""
+"""Scoring candidates: test-set metrics, cross-validation, timings, feature importances."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
+from sklearn.inspection import permutation_importance
 from sklearn.metrics import (
     accuracy_score,
     classification_report,
@@ -44,7 +45,9 @@ class Evaluation:
     predictions: np.ndarray  # of the test set
     confusion: np.ndarray
     report: str
-    feature_importances: pd.Series | None = None
+    probabilities: np.ndarray  # of the test set, one column per class id
+    feature_importances: pd.DataFrame  # ``importance`` (and ``std``), largest first
+    importance_method: str  # "model" (its own ``feature_importances_``) or "permutation"
 
     @property
     def rank_key(self) -> tuple[float, float, float]:
@@ -100,6 +103,44 @@ def _prediction_seconds_per_row(model: Any, x_test: pd.DataFrame, repeats: int =
     return float(np.median(timings))
 
 
+PERMUTATION_REPEATS = 5
+"""Shuffles per feature for permutation importance: 13 features x 5 on the test set is fast."""
+
+
+def feature_importances(model: Any, split: Split, seed: int) -> tuple[pd.DataFrame, str]:
+    """The fitted model's feature importances, or its permutation importance on the test set.
+
+    Tree ensembles carry their own (impurity-based) ``feature_importances_``; every other
+    family gets the mean drop of test accuracy when one feature is shuffled
+    (:func:`sklearn.inspection.permutation_importance`, fixed seed), so each family has one.
+
+    Returns:
+        A frame indexed by feature with ``importance`` (and ``std`` for permutation),
+        largest first, and the method: ``"model"`` or ``"permutation"``.
+    """
+    inner = model.steps[-1][1] if hasattr(model, "steps") else model
+    own = getattr(inner, "feature_importances_", None)
+    if own is not None:
+        frame = pd.DataFrame({"importance": own}, index=split.x_train.columns)
+        method = "model"
+    else:
+        result = permutation_importance(
+            model,
+            split.x_test,
+            split.y_test,
+            scoring="accuracy",
+            n_repeats=PERMUTATION_REPEATS,
+            random_state=seed,
+        )
+        frame = pd.DataFrame(
+            {"importance": result.importances_mean, "std": result.importances_std},
+            index=split.x_test.columns,
+        )
+        method = "permutation"
+    frame.index.name = "feature"
+    return frame.sort_values("importance", ascending=False), method
+
+
 def evaluate(name: str, estimator: Any, split: Split, cv_folds: int, seed: int) -> Evaluation:
     """Cross-validates a candidate on the training part, fits it and scores it on the test part.
 
@@ -111,7 +152,8 @@ def evaluate(name: str, estimator: Any, split: Split, cv_folds: int, seed: int) 
         seed: Random state for the fold shuffling.
 
     Returns:
-        The fitted model with its metrics, confusion matrix and classification report.
+        The fitted model with its metrics, test probabilities, confusion matrix,
+        classification report and feature importances.
     """
     folds = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
     cv_scores = cross_val_score(
@@ -123,14 +165,14 @@ def evaluate(name: str, estimator: Any, split: Split, cv_folds: int, seed: int) 
     fit_seconds = time.perf_counter() - start
 
     predicted = model.predict(split.x_test)
-    metrics = _scores(split.y_test, predicted, model.predict_proba(split.x_test))
+    probabilities = model.predict_proba(split.x_test)
+    metrics = _scores(split.y_test, predicted, probabilities)
     metrics["cv_accuracy_mean"] = float(cv_scores.mean())
     metrics["cv_accuracy_std"] = float(cv_scores.std())
     metrics["fit_time_seconds"] = fit_seconds
     metrics["predict_time_per_row_seconds"] = _prediction_seconds_per_row(model, split.x_test)
 
-    inner = model.steps[-1][1] if hasattr(model, "steps") else model
-    importances = getattr(inner, "feature_importances_", None)
+    importances, method = feature_importances(model, split, seed)
     return Evaluation(
         name=name,
         model=model,
@@ -140,9 +182,7 @@ def evaluate(name: str, estimator: Any, split: Split, cv_folds: int, seed: int) 
         report=classification_report(
             split.y_test, predicted, labels=list(CLASS_IDS), zero_division=0
         ),
-        feature_importances=(
-            pd.Series(importances, index=split.x_train.columns).sort_values(ascending=False)
-            if importances is not None
-            else None
-        ),
+        probabilities=probabilities,
+        feature_importances=importances,
+        importance_method=method,
     )

@@ -16,7 +16,7 @@ from typing import Any
 
 import mlflow
 import requests
-from mlflow.data.pandas_dataset import from_pandas
+from mlflow.data.pandas_dataset import PandasDataset, from_pandas
 from mlflow.entities import Run, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
@@ -31,11 +31,55 @@ from model_training.interruption import TrainingInterrupted
 from model_training.promotion import Decision, decide
 from model_training.promotion_lock import PromotionLock
 from model_training.settings import TrainingSettings
-from wine_mlops.features import CLASS_NAMES, TARGET
+from wine_mlops.features import CLASS_IDS, CLASS_NAMES, FEATURE_NAMES, TARGET
 from wine_mlops.model_files import TRUSTED_TYPES, UnsafeModelError, load_model_version
 from wine_mlops.tracking import version_by_alias, wait_for_tracking_server
 
 log = logging.getLogger(__name__)
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+"""MLflow 3's UI opens an experiment of kind ``custom_model_development`` on its runs (not on
+the GenAI traces view)."""
+EXPERIMENT_KIND = "custom_model_development"
+DESCRIPTION_TAG = "mlflow.note.content"
+"""Where MLflow keeps an experiment's (or a run's) description."""
+SOURCE_NAME = "model_training (python -m model_training)"
+
+EXPERIMENT_DESCRIPTION = (
+    "Wine cultivar classifier training. Each training session is a parent run (dataset, "
+    "profile, correlation heatmap, the decision) with one nested run per candidate model "
+    "family (metrics, confusion matrix, ROC and precision-recall curves, feature importance, "
+    "the logged model). The best candidate of a session is registered; see the registered "
+    "model for how `champion` and `challenger` are chosen."
+)
+
+
+def model_description(champion_alias: str, challenger_alias: str, min_accuracy: float) -> str:
+    """The registered model's description: what it predicts and how its aliases move."""
+    return (
+        f"Predicts the cultivar of a wine (one of {len(CLASS_NAMES)}: "
+        f"{', '.join(CLASS_NAMES)}) from {len(FEATURE_NAMES)} chemical features "
+        f"({', '.join(FEATURE_NAMES)}), scikit-learn pipelines trained on the UCI wine data.\n\n"
+        "Each training session registers its best candidate (highest test accuracy, then macro "
+        "F1, then lower log loss). The new version becomes "
+        f"`{champion_alias}` (the one served) when its test accuracy reaches "
+        f"{min_accuracy:.2f} and it beats the current `{champion_alias}` re-scored on the "
+        f"same test set; the replaced version becomes `{challenger_alias}` (the one to fall "
+        f"back to). A version that is not promoted becomes `{challenger_alias}`, and "
+        f"`{champion_alias}` stays."
+    )
+
+
+def version_description(best: Evaluation, alias: str, reason: str, dataset: Dataset) -> str:
+    """A registered version's description: its family, test metrics and promotion decision."""
+    m = best.metrics
+    return (
+        f"{best.name}, trained on {dataset.source} (digest {dataset.digest}). Test set: "
+        f"accuracy {m['accuracy']:.4f}, macro F1 {m['f1_macro']:.4f}, log loss "
+        f"{m['log_loss']:.4f}, ROC AUC (one-vs-rest) {m['roc_auc_ovr']:.4f}; cross-validation "
+        f"accuracy {m['cv_accuracy_mean']:.4f} ± {m['cv_accuracy_std']:.4f}.\n\n"
+        f"Registered as `{alias}`: {reason}."
+    )
 
 
 class ChampionRefusedError(RuntimeError):
@@ -103,10 +147,14 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def _log_dataset(dataset: Dataset, settings: TrainingSettings, workdir: Path) -> None:
-    """Logs the parent run's dataset facts: input, profile table, correlation heatmap."""
+def _mlflow_dataset(dataset: Dataset) -> PandasDataset:
+    """The dataset as MLflow's input entity (features and target), built once per session."""
     frame = dataset.features.assign(**{TARGET: dataset.target})
-    wine = from_pandas(frame, source=dataset.source, name="wine", targets=TARGET)
+    return from_pandas(frame, source=dataset.source, name="wine", targets=TARGET)
+
+
+def _log_input(wine: PandasDataset) -> None:
+    """Logs the dataset as an input of the active run (the same entity, so one digest)."""
     try:
         mlflow.log_input(wine, context="training")
     except MlflowException as exc:
@@ -115,6 +163,14 @@ def _log_dataset(dataset: Dataset, settings: TrainingSettings, workdir: Path) ->
         # other's row exists by then, so a second attempt links it.
         log.warning("logging the dataset failed (%s); trying once more", _first_line(exc, 120))
         mlflow.log_input(wine, context="training")
+
+
+def _log_dataset(
+    dataset: Dataset, wine: PandasDataset, settings: TrainingSettings, workdir: Path
+) -> None:
+    """Logs the parent run's dataset facts: input, profile table, correlation heatmap."""
+    frame = wine.df
+    _log_input(wine)
     mlflow.log_params(
         {
             "dataset_source": dataset.source,
@@ -157,17 +213,31 @@ def _log_candidate(result: Evaluation, split: Split, workdir: Path) -> str:
     )
     mlflow.log_artifact(str(cm_path), artifact_path="evaluation")
     mlflow.log_text(result.report, "evaluation/classification_report.txt")
-    if result.feature_importances is not None:
-        mlflow.log_text(
-            result.feature_importances.to_csv(header=["importance"]),
-            "evaluation/feature_importances.csv",
-        )
-        png = artifacts.save_feature_importances(
-            result.feature_importances,
-            f"{result.name} feature importances",
-            workdir / f"{result.name}-importances.png",
+    class_ids = [int(c) for c in result.model.classes_]
+    class_names = [CLASS_NAMES[CLASS_IDS.index(c)] for c in class_ids]
+    for save, stem, label in (
+        (artifacts.save_roc_curves, "roc_curves", "ROC, one-vs-rest"),
+        (artifacts.save_precision_recall_curves, "precision_recall_curves", "precision-recall"),
+    ):
+        png = save(
+            split.y_test.to_numpy(),
+            result.probabilities,
+            class_ids,
+            class_names,
+            f"{result.name} {label} (test set)",
+            workdir / f"{result.name}-{stem}.png",
         )
         mlflow.log_artifact(str(png), artifact_path="evaluation")
+    permutation = result.importance_method == "permutation"
+    mlflow.log_text(result.feature_importances.to_csv(), "evaluation/feature_importances.csv")
+    png = artifacts.save_feature_importances(
+        result.feature_importances,
+        f"{result.name} {'permutation importance' if permutation else 'feature importances'}",
+        workdir / f"{result.name}-importances.png",
+        xlabel="mean drop of test accuracy when shuffled" if permutation else "importance",
+    )
+    mlflow.log_artifact(str(png), artifact_path="evaluation")
+    mlflow.set_tag("feature_importance_method", result.importance_method)
     # The MLmodel file records these types, but loaders ignore that record and trust only
     # wine_mlops.model_files.TRUSTED_TYPES: a type missing there fails here, not in serving.
     info = mlflow.sklearn.log_model(
@@ -216,21 +286,33 @@ def experiment_id(client: MlflowClient, name: str) -> str:
     Two sessions may create it at the same moment: the one whose creation is refused
     (``RESOURCE_ALREADY_EXISTS``) reads the other's by name. Runs are then started with this
     id, never through MLflow's active experiment, so no run can land in another experiment.
+    The experiment carries its kind (so MLflow's UI opens on the runs) and a description;
+    an existing experiment lacking them gets them (the trainer has ``EDIT`` on it).
     """
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return str(experiment.experiment_id)
-    try:
-        created = client.create_experiment(name)
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:  # created and deleted meanwhile: nothing sensible to log into
-            raise
-        return str(experiment.experiment_id)
-    log.info("created the MLflow experiment %r (id %s)", name, created)
-    return str(created)
+    if experiment is None:
+        try:
+            created = client.create_experiment(
+                name,
+                tags={
+                    EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
+                    DESCRIPTION_TAG: EXPERIMENT_DESCRIPTION,
+                },
+            )
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:  # created and deleted meanwhile: nothing sensible to log into
+                raise
+        else:
+            log.info("created the MLflow experiment %r (id %s)", name, created)
+            return str(created)
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    if not experiment.tags.get(DESCRIPTION_TAG):
+        client.set_experiment_tag(experiment.experiment_id, DESCRIPTION_TAG, EXPERIMENT_DESCRIPTION)
+    return str(experiment.experiment_id)
 
 
 @contextlib.contextmanager
@@ -321,24 +403,20 @@ def run_session(dataset: Dataset, settings: TrainingSettings) -> SessionResult:
     experiment = experiment_id(client, settings.experiment_name)
     session_name = f"training-session-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     estimators = build_candidates(settings.candidates, settings.seed)
+    source = _source_tags(settings)
 
     with (
         tempfile.TemporaryDirectory() as tmp,
         tracked_run(experiment_id=experiment, run_name=session_name) as parent,
     ):
         workdir = Path(tmp)
-        provenance = {
-            "git_commit": settings.git_commit or _git_commit(),
-            "ci_build_id": settings.build_id,
-            "ci_build_url": settings.build_url,
-        }
+        wine = _mlflow_dataset(dataset)
         try:
-            mlflow.set_tags(
-                {"session": "training", "dataset_digest": dataset.digest}
-                | {k: v for k, v in provenance.items() if v}
+            mlflow.set_tags({"session": "training", "dataset_digest": dataset.digest} | source)
+            _log_dataset(dataset, wine, settings, workdir)
+            results = _train_candidates(
+                estimators, dataset, wine, split, settings, workdir, experiment, source
             )
-            _log_dataset(dataset, settings, workdir)
-            results = _train_candidates(estimators, dataset, split, settings, workdir, experiment)
         except (MlflowException, requests.RequestException, OSError) as exc:
             raise SessionFailedError(
                 f"training failed while logging to MLflow ({_first_line(exc)}); nothing was "
@@ -361,24 +439,39 @@ def run_session(dataset: Dataset, settings: TrainingSettings) -> SessionResult:
         )
 
 
+def _source_tags(settings: TrainingSettings) -> dict[str, str]:
+    """Where a run comes from: MLflow's own source tags (its UI shows the git commit) and CI's."""
+    tags = {
+        "mlflow.source.name": SOURCE_NAME,
+        "mlflow.source.git.commit": settings.git_commit or _git_commit(),
+        "ci_build_id": settings.build_id,
+        "ci_build_url": settings.build_url,
+    }
+    return {k: v for k, v in tags.items() if v}
+
+
 def _train_candidates(
     estimators: dict[str, Any],
     dataset: Dataset,
+    wine: PandasDataset,
     split: Split,
     settings: TrainingSettings,
     workdir: Path,
     experiment: str,
+    source: dict[str, str],
 ) -> list[tuple[Evaluation, str]]:
     """Evaluates and logs each candidate in its own nested run; returns them with model URIs.
 
     The nested runs name the experiment too: without it MLflow would start them in its
-    active experiment, which this job never sets.
+    active experiment, which this job never sets. Each logs the session's dataset as its
+    input (the same entity as the parent's, so one digest).
     """
     results: list[tuple[Evaluation, str]] = []
     for position, (name, estimator) in enumerate(estimators.items(), start=1):
         log.info("[%d/%d] training %s", position, len(estimators), name)
         with tracked_run(experiment_id=experiment, run_name=name, nested=True):
-            mlflow.set_tags({"model_family": name, "dataset_digest": dataset.digest})
+            mlflow.set_tags({"model_family": name, "dataset_digest": dataset.digest} | source)
+            _log_input(wine)
             result = evaluate(name, estimator, split, settings.cv_folds, settings.seed)
             uri = _log_candidate(result, split, workdir)
         results.append((result, uri))
@@ -395,6 +488,25 @@ def _train_candidates(
             m["cv_accuracy_std"],
         )
     return results
+
+
+def _describe(
+    client: MlflowClient, settings: TrainingSettings, version: str, description: str
+) -> None:
+    """Describes the new version, and the registered model when its description differs.
+
+    Descriptions are for people browsing the registry: a failure to write them is logged,
+    and the session (whose version and aliases are in place) still succeeds.
+    """
+    model = model_description(
+        settings.champion_alias, settings.challenger_alias, settings.min_accuracy
+    )
+    try:
+        client.update_model_version(settings.model_name, version, description=description)
+        if client.get_registered_model(settings.model_name).description != model:
+            client.update_registered_model(settings.model_name, description=model)
+    except (MlflowException, requests.RequestException) as exc:
+        log.warning("could not write the registry descriptions: %s", _first_line(exc, 160))
 
 
 def _register_and_promote(
@@ -414,7 +526,8 @@ def _register_and_promote(
     reloaded by version and scored on this session's test set; a champion it replaces becomes
     ``challenger`` (the runner-up to fall back to). The version is registered with its
     decision and reason as tags, and the alias set, with stop signals held back, so a version
-    never exists without them (short of SIGKILL).
+    never exists without them (short of SIGKILL). Once the lock is released, the version and
+    the registered model get their descriptions (:func:`_describe`).
     """
     lock = PromotionLock(
         client,
@@ -463,6 +576,12 @@ def _register_and_promote(
             )
     finally:
         lock.release()
+    _describe(
+        client,
+        settings,
+        registered.version,
+        version_description(best, alias, decision.reason, dataset),
+    )
     mlflow.set_tags(
         {
             "best_model": best.name,

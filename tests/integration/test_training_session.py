@@ -10,15 +10,25 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import accuracy_score
 
 from model_training.data import load_dataset
+from model_training.session import experiment_id
 from tests.support.processes import MlflowServer, free_port
 
 pytestmark = pytest.mark.integration
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+CANDIDATES = {
+    "RandomForestClassifier",
+    "KNeighborsClassifier",
+    "SVC",
+    "GradientBoostingClassifier",
+    "LogisticRegression",
+}
 
 
 def train(tracking_uri: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -49,9 +59,22 @@ def first_session(
     mlflow_server: MlflowServer, names: dict[str, str]
 ) -> subprocess.CompletedProcess[str]:
     """One full training session with every default candidate."""
-    result = train(mlflow_server.url, "--cv-folds", "3", **names)
+    result = train(mlflow_server.url, "--cv-folds", "3", GIT_COMMIT=COMMIT, BUILD_ID="17", **names)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
+
+
+def _runs(client: MlflowClient, experiment: str) -> tuple[Run, list[Run]]:
+    """The first session's parent run and its children."""
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None
+    runs = client.search_runs([found.experiment_id], filter_string="tags.session = 'training'")
+    assert len(runs) == 1
+    parent = runs[0]
+    children = client.search_runs(
+        [found.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    return parent, children
 
 
 @pytest.fixture
@@ -70,13 +93,7 @@ def test_session_logs_a_parent_run_with_one_child_per_candidate(
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1
     parent = parents[0]
-    assert {r.info.run_name for r in children} == {
-        "RandomForestClassifier",
-        "KNeighborsClassifier",
-        "SVC",
-        "GradientBoostingClassifier",
-        "LogisticRegression",
-    }
+    assert {r.info.run_name for r in children} == CANDIDATES
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
     for child in children:
         for metric in (
@@ -115,6 +132,85 @@ def test_session_logs_a_parent_run_with_one_child_per_candidate(
     assert parent.data.tags["promotion"] == "champion"
 
 
+def test_the_experiment_opens_on_its_runs_and_says_what_it_holds(
+    first_session, client: MlflowClient, names: dict[str, str]
+) -> None:
+    experiment = client.get_experiment_by_name(names["WINE_EXPERIMENT_NAME"])
+    assert experiment is not None
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "nested run per candidate" in experiment.tags["mlflow.note.content"]
+
+
+def test_an_existing_experiment_gets_its_kind_and_description(
+    mlflow_server: MlflowServer, client: MlflowClient
+) -> None:
+    name = f"plain-{uuid.uuid4().hex[:8]}"
+    created = client.create_experiment(name, tags={"mlflow.note.content": "kept as it is"})
+    assert experiment_id(client, name) == created
+    tags = client.get_experiment(created).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    assert tags["mlflow.note.content"] == "kept as it is"
+    fresh = experiment_id(client, f"fresh-{uuid.uuid4().hex[:8]}")
+    tags = client.get_experiment(fresh).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    assert tags["mlflow.note.content"].startswith("Wine cultivar classifier training")
+
+
+def test_every_run_names_its_git_commit_and_source(
+    first_session, client: MlflowClient, names: dict[str, str]
+) -> None:
+    parent, children = _runs(client, names["WINE_EXPERIMENT_NAME"])
+    for run in [parent, *children]:
+        tags = run.data.tags
+        assert tags["mlflow.source.git.commit"] == COMMIT, run.info.run_name
+        assert tags["mlflow.source.name"].startswith("model_training"), run.info.run_name
+        assert tags["ci_build_id"] == "17", run.info.run_name
+        assert "git_commit" not in tags
+
+
+def test_every_candidate_logs_the_sessions_dataset_as_its_input(
+    first_session, client: MlflowClient, names: dict[str, str]
+) -> None:
+    parent, children = _runs(client, names["WINE_EXPERIMENT_NAME"])
+    assert parent.inputs is not None
+    [parent_input] = parent.inputs.dataset_inputs
+    digest = parent_input.dataset.digest
+    assert parent_input.dataset.name == "wine"
+    assert len(children) == len(CANDIDATES)
+    for child in children:
+        assert child.inputs is not None, child.info.run_name
+        [child_input] = child.inputs.dataset_inputs
+        assert child_input.dataset.digest == digest, child.info.run_name
+        assert child_input.dataset.name == "wine"
+        assert {t.key: t.value for t in child_input.tags}["mlflow.data.context"] == "training"
+
+
+def test_every_candidate_has_curves_and_feature_importance(
+    first_session, client: MlflowClient, names: dict[str, str], tmp_path: Path
+) -> None:
+    _, children = _runs(client, names["WINE_EXPERIMENT_NAME"])
+    for child in children:
+        name = child.info.run_name
+        logged = {a.path for a in client.list_artifacts(child.info.run_id, "evaluation")}
+        pictures = {
+            f"evaluation/{name}-{stem}.png"
+            for stem in ("confusion_matrix", "roc_curves", "precision_recall_curves", "importances")
+        }
+        assert pictures | {"evaluation/feature_importances.csv"} <= logged, name
+        for path in pictures:
+            local = client.download_artifacts(child.info.run_id, path, str(tmp_path))
+            assert Path(local).read_bytes().startswith(PNG_MAGIC), path
+        csv = client.download_artifacts(
+            child.info.run_id, "evaluation/feature_importances.csv", str(tmp_path)
+        )
+        header, *rows = Path(csv).read_text().splitlines()
+        assert len(rows) == 13, name
+        own = name in {"RandomForestClassifier", "GradientBoostingClassifier"}
+        method = child.data.tags["feature_importance_method"]
+        assert method == ("model" if own else "permutation"), name
+        assert header == ("feature,importance" if own else "feature,importance,std"), name
+
+
 def test_best_candidate_is_registered_as_champion_and_predicts_well(
     first_session, client: MlflowClient, names: dict[str, str]
 ) -> None:
@@ -129,6 +225,15 @@ def test_best_candidate_is_registered_as_champion_and_predicts_well(
     assert signature.inputs.input_names() == list(data.features.columns)
     assert "registered" in first_session.stderr
     assert "as champion" in first_session.stderr
+    description = client.get_registered_model(model).description or ""
+    assert "13 chemical features" in description
+    assert "one of 3" in description
+    assert "`challenger`" in description
+    family = champion.tags["model_family"]
+    about = champion.description or ""
+    assert about.startswith(f"{family}, trained on sklearn.datasets.load_wine")
+    assert f"accuracy {float(champion.tags['accuracy']):.4f}" in about
+    assert "Registered as `champion`: " in about
 
 
 def test_a_worse_candidate_never_moves_the_champion(
@@ -150,6 +255,10 @@ def test_a_worse_candidate_never_moves_the_champion(
     challenger = client.get_model_version_by_alias(model, "challenger")
     assert challenger.version == "2"
     assert "worse than champion v1" in challenger.tags["promotion_reason"]
+    about = challenger.description or ""
+    assert about.startswith("DummyClassifier, trained on")
+    assert "Registered as `challenger`: " in about
+    assert "worse than champion v1" in about
     assert "champion v1 stays" in result.stderr
 
 

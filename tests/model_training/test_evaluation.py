@@ -4,7 +4,7 @@ import pytest
 
 from model_training.candidates import DEFAULT_CANDIDATES, build_candidates, model_params
 from model_training.data import load_dataset
-from model_training.evaluation import evaluate
+from model_training.evaluation import evaluate, feature_importances
 from model_training.session import split_dataset
 
 METRICS = {
@@ -57,12 +57,33 @@ def test_baseline_ranks_below_a_real_model(split) -> None:
     assert dummy.metrics["accuracy"] < 0.5
 
 
-def test_tree_models_report_feature_importances(split) -> None:
+def test_tree_models_report_their_own_feature_importances(split) -> None:
     name = "RandomForestClassifier"
     result = evaluate(name, build_candidates((name,), 42)[name], split, 3, 42)
-    assert result.feature_importances is not None
+    assert result.importance_method == "model"
     assert set(result.feature_importances.index) == set(split.x_train.columns)
-    assert result.feature_importances.sum() == pytest.approx(1.0)
+    assert result.feature_importances["importance"].sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("name", ["KNeighborsClassifier", "SVC", "LogisticRegression"])
+def test_other_models_get_permutation_importance_reproducibly(name: str, split) -> None:
+    model = build_candidates((name,), 42)[name]
+    result = evaluate(name, model, split, 3, 42)
+    assert result.importance_method == "permutation"
+    importances = result.feature_importances
+    assert set(importances.index) == set(split.x_test.columns)
+    assert list(importances.columns) == ["importance", "std"]
+    assert importances["importance"].is_monotonic_decreasing
+    assert importances["importance"].max() > 0  # some feature matters on the test set
+    again, _ = feature_importances(result.model, split, 42)
+    assert again.equals(importances)
+
+
+def test_test_probabilities_are_kept_for_the_curves(split) -> None:
+    name = "LogisticRegression"
+    result = evaluate(name, build_candidates((name,), 42)[name], split, 3, 42)
+    assert result.probabilities.shape == (len(split.y_test), 3)
+    assert result.probabilities.sum(axis=1) == pytest.approx(1.0)
 
 
 def test_unknown_candidate_is_rejected() -> None:
