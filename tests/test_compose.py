@@ -6,17 +6,13 @@ but the user-facing ports is published. The e2e tests check the same on running 
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.processes import REPO, make_env
+from tests.support.processes import compose_config, make_env
 
-COMPOSE = ("docker", "compose")
 #: One-shot jobs; everything else runs until stopped.
 ONE_SHOT = {"model-training"}
 #: Ports a person or a program on the host uses; everything else stays on compose networks.
@@ -33,20 +29,10 @@ PUBLISHED = {
 @pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """``docker compose config`` of the stack with every profile, on a fresh ``make env``."""
-    if shutil.which("docker") is None:
-        pytest.fail("the docker CLI with Compose is needed (.ci/setup-docker.sh installs it)")
     workdir = tmp_path_factory.mktemp("compose")
     env_file, secrets = workdir / "test.env", workdir / "secrets"
     make_env(env_file, secrets)
-    result = subprocess.run(
-        [*COMPOSE, "--env-file", str(env_file), "--profile", "ci", "config", "--format", "json"],
-        cwd=REPO,
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "SECRETS_DIR": str(secrets)},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    loaded: dict[str, Any] = json.loads(result.stdout)
+    loaded = compose_config(env_file, secrets, "--profile", "ci")
     loaded["_env_file"] = env_file
     return loaded
 

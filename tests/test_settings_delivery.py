@@ -9,11 +9,8 @@ or a settings field nobody documented, fails here.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
-import subprocess
 from typing import Any
 
 import pytest
@@ -24,7 +21,7 @@ from mlflow_exporter.settings import ExporterSettings
 from mlflow_server.launch import ServerSettings
 from model_training.settings import TrainingSettings
 from prediction_api.settings import ApiSettings
-from tests.support.processes import REPO, make_env
+from tests.support.processes import REPO, compose_config, make_env
 
 #: The Python services and the settings class each reads.
 SERVICES: dict[str, type[BaseSettings]] = {
@@ -150,8 +147,6 @@ def _holds(value: object, text: str) -> bool:
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """``docker compose config`` with every documented setting set to its distinctive value."""
-    if shutil.which("docker") is None:
-        pytest.fail("the docker CLI with Compose is needed (.ci/setup-docker.sh installs it)")
     workdir = tmp_path_factory.mktemp("delivery")
     env_file, secrets = workdir / "test.env", workdir / "secrets"
     make_env(env_file, secrets)
@@ -161,15 +156,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         if line.partition("=")[0].strip() not in VALUES
     ]
     env_file.write_text("\n".join([*lines, *(f"{k}={v}" for k, v in VALUES.items())]) + "\n")
-    result = subprocess.run(
-        ["docker", "compose", "--env-file", str(env_file), "config", "--format", "json"],
-        cwd=REPO,
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "SECRETS_DIR": str(secrets)},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    config: dict[str, Any] = json.loads(result.stdout)
+    config = compose_config(env_file, secrets)
     pairs = (line.partition("=") for line in env_file.read_text().splitlines())
     config["_dotenv"] = {k: v for k, _, v in pairs if k and not k.startswith("#")}
     return config

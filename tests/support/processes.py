@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import secrets
@@ -15,7 +16,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
+
+import pytest
 
 from wine_mlops.healthcheck import wait_until_healthy
 from wine_mlops.processes import stop_process_group as stop  # the tests' name for it
@@ -31,6 +35,30 @@ def make_env(env_file: Path, secrets_dir: Path) -> None:
     args = ["--env", env_file, "--example", REPO / ".env.example", "--secrets", secrets_dir]
     tool = REPO / "tools/init_env.py"
     subprocess.run([sys.executable, str(tool), *map(str, args)], check=True, capture_output=True)
+
+
+def compose_config(env_file: Path, secrets_dir: Path, *args: str) -> dict[str, Any]:
+    """``docker compose config`` of the repository's stack, as Compose itself reads it.
+
+    Needs the docker CLI with Compose, not a running engine.
+
+    Args:
+        env_file: The env file (``--env-file``).
+        secrets_dir: Where its secret files are (``SECRETS_DIR``).
+        *args: More global options, e.g. ``"--profile", "ci"``.
+    """
+    if shutil.which("docker") is None:
+        pytest.fail("the docker CLI with Compose is needed (.ci/setup-docker.sh installs it)")
+    result = subprocess.run(
+        ["docker", "compose", "--env-file", str(env_file), *args, "config", "--format", "json"],
+        cwd=REPO,
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "SECRETS_DIR": str(secrets_dir)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    config: dict[str, Any] = json.loads(result.stdout)
+    return config
 
 
 def free_port() -> int:
