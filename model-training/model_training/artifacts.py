@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import matplotlib
 
@@ -13,6 +14,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 
 def dataset_profile(features: pd.DataFrame) -> pd.DataFrame:
     """The per-feature table of the thesis: mean, standard deviation, minimum, maximum.
@@ -21,6 +26,26 @@ def dataset_profile(features: pd.DataFrame) -> pd.DataFrame:
         features: The feature columns.
     """
     return features.agg(["mean", "std", "min", "max"]).T.rename_axis("feature")
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    """Saves a figure as PNG and frees it."""
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _label_unit_square(
+    ax: Axes, xlabel: str, ylabel: str, title: str, legend: Literal["lower right", "lower left"]
+) -> None:
+    """Axis labels, title and legend of a curve plotted on the unit square."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.legend(loc=legend, fontsize=8)
 
 
 def save_confusion_matrix(
@@ -39,10 +64,7 @@ def save_confusion_matrix(
         color = "white" if value > threshold else "black"
         ax.text(col, row, str(value), ha="center", va="center", color=color)
     fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _one_vs_rest(
@@ -76,16 +98,8 @@ def save_roc_curves(
         fpr, tpr, _ = roc_curve(truth, scores)
         ax.plot(fpr, tpr, label=f"{class_names[i]} (AUC {auc(fpr, tpr):.3f})")
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8, label="chance")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    _label_unit_square(ax, "false positive rate", "true positive rate", title, "lower right")
+    return _save(fig, path)
 
 
 def save_precision_recall_curves(
@@ -105,16 +119,8 @@ def save_precision_recall_curves(
         precision, recall, _ = precision_recall_curve(truth, scores)
         average = average_precision_score(truth, scores)
         ax.step(recall, precision, where="post", label=f"{class_names[i]} (AP {average:.3f})")
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title)
-    ax.legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    _label_unit_square(ax, "recall", "precision", title, "lower left")
+    return _save(fig, path)
 
 
 def save_correlation_heatmap(features: pd.DataFrame, path: Path) -> Path:
@@ -128,10 +134,7 @@ def save_correlation_heatmap(features: pd.DataFrame, path: Path) -> Path:
         ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=6)
     ax.set_title("Feature correlation (Pearson)")
     fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def save_feature_importances(
@@ -151,7 +154,4 @@ def save_feature_importances(
     ax.barh(ordered.index, ordered["importance"].to_numpy(), xerr=errors, color="#7b2d43")
     ax.set_xlabel(xlabel)
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
