@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import urllib.request
+
+from wine_mlops.waiting import wait_until
 
 
 def is_healthy(url: str, timeout: float = 4.0) -> bool:
@@ -35,14 +36,13 @@ def wait_until_healthy(
         RuntimeError: When the process exits first.
         TimeoutError: When the URL does not answer in time.
     """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def answered() -> bool:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
-        if is_healthy(url, timeout=2):
-            return
-        time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+        return is_healthy(url, timeout=2)
+
+    wait_until(answered, url, timeout=timeout, interval=0.3)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING
 
 import requests
+
+from wine_mlops.waiting import wait_until
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -73,32 +74,44 @@ def wait_for_tracking_server(settings: MlflowSettings) -> None:
     uri = settings.tracking_uri.rstrip("/")
     if not uri.startswith(("http://", "https://")):
         return
-    delay = 0.5
-    last_error = ""
-    for attempt in range(1, settings.connect_attempts + 1):
+    last_error = "no answer yet"
+
+    def answered() -> bool:
+        nonlocal last_error
         try:
             response = requests.get(f"{uri}/health", timeout=5)
-            if response.ok:
-                _check_login(uri, settings)
-                return
-            last_error = f"HTTP {response.status_code}"
         except requests.RequestException as exc:
             last_error = f"{type(exc).__name__}: {exc}"
-        if attempt < settings.connect_attempts:
-            log.warning(
-                "MLflow at %s not reachable (attempt %d/%d: %s); retrying in %.1f s",
-                uri,
-                attempt,
-                settings.connect_attempts,
-                last_error,
-                delay,
-            )
-            time.sleep(delay)
-            delay = min(delay * 2, settings.connect_max_backoff_seconds)
-    raise TrackingServerUnavailableError(
-        f"MLflow tracking server at {uri} is unreachable after "
-        f"{settings.connect_attempts} attempts (last error: {last_error})"
-    )
+            return False
+        last_error = f"HTTP {response.status_code}"
+        return response.ok
+
+    def log_retry(attempt: int, pause: float) -> None:
+        log.warning(
+            "MLflow at %s not reachable (attempt %d/%d: %s); retrying in %.1f s",
+            uri,
+            attempt,
+            settings.connect_attempts,
+            last_error,
+            pause,
+        )
+
+    try:
+        wait_until(
+            answered,
+            f"MLflow at {uri}",
+            timeout=None,
+            attempts=settings.connect_attempts,
+            interval=0.5,
+            max_interval=settings.connect_max_backoff_seconds,
+            on_retry=log_retry,
+        )
+    except TimeoutError:
+        raise TrackingServerUnavailableError(
+            f"MLflow tracking server at {uri} is unreachable after "
+            f"{settings.connect_attempts} attempts (last error: {last_error})"
+        ) from None
+    _check_login(uri, settings)
 
 
 def version_by_alias(client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:
