@@ -7,6 +7,7 @@ The 13 features are the columns of :func:`sklearn.datasets.load_wine`, in snake_
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
@@ -35,6 +36,25 @@ FEATURE_NAMES: Final[tuple[str, ...]] = (
 #: Class ids of the three cultivars in the wine data set.
 CLASS_IDS: Final[tuple[int, ...]] = (0, 1, 2)
 
+#: Default human labels of the three cultivars (the thesis's "types" of wine), by class id.
+CLASS_NAMES: Final[tuple[str, ...]] = ("Cultivar 1", "Cultivar 2", "Cultivar 3")
+
+
+def class_name(class_id: int, names: Sequence[str] = CLASS_NAMES) -> str:
+    """The human label of a class id: the one place class ids are mapped to labels.
+
+    Args:
+        class_id: A class id such as ``0``.
+        names: Labels indexed by class id (default :data:`CLASS_NAMES`; the API takes
+            them from ``WINE_CLASS_NAMES``).
+
+    Returns:
+        The label, e.g. ``"Cultivar 1"``; ``"class <id>"`` when ``names`` has none for it.
+    """
+    if 0 <= class_id < len(names):
+        return names[class_id]
+    return f"class {class_id}"
+
 
 def snake_case(name: str) -> str:
     """Turns a scikit-learn wine column name into the stack's snake_case name.
@@ -61,7 +81,3 @@ def load_wine_frame() -> pd.DataFrame:
     if tuple(frame.columns[:-1]) != FEATURE_NAMES:  # guards the schema against upstream drift
         raise RuntimeError(f"unexpected wine columns: {list(frame.columns)}")
     return frame
-
-
-#: Default human labels of the three cultivars (the thesis's "types" of wine).
-CLASS_NAMES: Final[tuple[str, ...]] = ("Cultivar 1", "Cultivar 2", "Cultivar 3")

@@ -31,7 +31,7 @@ from model_training.interruption import TrainingInterrupted
 from model_training.promotion import Decision, decide
 from model_training.promotion_lock import PromotionLock
 from model_training.settings import TrainingSettings
-from wine_mlops.features import CLASS_IDS, CLASS_NAMES, FEATURE_NAMES, TARGET
+from wine_mlops.features import CLASS_IDS, CLASS_NAMES, FEATURE_NAMES, TARGET, class_name
 from wine_mlops.model_files import TRUSTED_TYPES, UnsafeModelError, load_model_version
 from wine_mlops.tracking import version_by_alias, wait_for_tracking_server
 
@@ -207,14 +207,14 @@ def _log_candidate(result: Evaluation, split: Split, workdir: Path) -> str:
     mlflow.log_metrics(result.metrics)
     cm_path = artifacts.save_confusion_matrix(
         result.confusion,
-        list(CLASS_NAMES),
+        [class_name(c) for c in CLASS_IDS],
         f"{result.name} (test set)",
         workdir / f"{result.name}-confusion_matrix.png",
     )
     mlflow.log_artifact(str(cm_path), artifact_path="evaluation")
     mlflow.log_text(result.report, "evaluation/classification_report.txt")
     class_ids = [int(c) for c in result.model.classes_]
-    class_names = [CLASS_NAMES[CLASS_IDS.index(c)] for c in class_ids]
+    class_names = [class_name(c) for c in class_ids]
     for save, stem, label in (
         (artifacts.save_roc_curves, "roc_curves", "ROC, one-vs-rest"),
         (artifacts.save_precision_recall_curves, "precision_recall_curves", "precision-recall"),
