@@ -46,24 +46,39 @@ DEFAULT_CANDIDATES: tuple[str, ...] = (
 )
 
 
-def build_candidates(names: tuple[str, ...], seed: int) -> dict[str, ClassifierMixin | Pipeline]:
-    """Creates fresh, unfitted estimators for the named families.
+def check_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Checks that every name is a known family: the one place candidate names are validated.
+
+    :class:`model_training.settings.TrainingSettings` calls it on ``WINE_CANDIDATES`` (and
+    ``--candidates``), so a session never starts with an unknown name.
 
     Args:
-        names: Family names, keys of :data:`CANDIDATES`.
-        seed: Random state for the models that take one.
+        names: Family names.
 
     Returns:
-        Estimators by family name, in the order given.
+        The names, unchanged.
 
     Raises:
-        ValueError: When a name is not a known family.
+        ValueError: When a name is not a key of :data:`CANDIDATES`.
     """
     unknown = [n for n in names if n not in CANDIDATES]
     if unknown:
         raise ValueError(
             f"unknown candidate(s): {', '.join(unknown)}; known: {', '.join(CANDIDATES)}"
         )
+    return names
+
+
+def build_candidates(names: tuple[str, ...], seed: int) -> dict[str, ClassifierMixin | Pipeline]:
+    """Creates fresh, unfitted estimators for the named families.
+
+    Args:
+        names: Known family names (checked by :func:`check_names`).
+        seed: Random state for the models that take one.
+
+    Returns:
+        Estimators by family name, in the order given.
+    """
     return {name: CANDIDATES[name](seed) for name in names}
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from model_training.candidates import CANDIDATES, DEFAULT_CANDIDATES
+from model_training.candidates import DEFAULT_CANDIDATES, check_names
 from wine_mlops.settings import CommaSeparated, MlflowSettings
 
 
@@ -42,9 +42,4 @@ class TrainingSettings(MlflowSettings):
     @field_validator("candidates")
     @classmethod
     def _known_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:  # blank means the default set
-            return DEFAULT_CANDIDATES
-        unknown = [n for n in value if n not in CANDIDATES]
-        if unknown:
-            raise ValueError(f"unknown candidates {unknown}; choose from {', '.join(CANDIDATES)}")
-        return value
+        return check_names(value) if value else DEFAULT_CANDIDATES  # blank: the default set

@@ -84,8 +84,3 @@ def test_test_probabilities_are_kept_for_the_curves(split) -> None:
     result = evaluate(name, build_candidates((name,), 42)[name], split, 3, 42)
     assert result.probabilities.shape == (len(split.y_test), 3)
     assert result.probabilities.sum(axis=1) == pytest.approx(1.0)
-
-
-def test_unknown_candidate_is_rejected() -> None:
-    with pytest.raises(ValueError, match="unknown candidate"):
-        build_candidates(("XGBoost",), 0)

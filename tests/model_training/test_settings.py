@@ -25,3 +25,6 @@ def test_unknown_candidate_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WINE_CANDIDATES", "SVC,Perceptron")
     with pytest.raises(ValidationError, match="Perceptron"):
         TrainingSettings()
+    # the command line's --candidates goes through the same check
+    with pytest.raises(ValidationError, match=r"unknown candidate\(s\): XGBoost; known: "):
+        TrainingSettings(WINE_CANDIDATES="XGBoost")
