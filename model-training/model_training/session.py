@@ -82,6 +82,21 @@ def version_description(best: Evaluation, alias: str, reason: str, dataset: Data
     )
 
 
+def version_tags(model_family: str, alias: str, reason: str) -> dict[str, str]:
+    """The tags of a registered version: its promotion facts, nothing else.
+
+    Test metrics live on the version's run (``client.get_run(version.run_id).data.metrics``),
+    where the API, the exporter and MLflow's run comparison read them; the dataset is the run's
+    input. The registry's version table stays readable with three tags.
+
+    Args:
+        model_family: The candidate's estimator class, e.g. ``"SVC"``.
+        alias: The alias the version got (champion or challenger).
+        reason: Why it got that alias.
+    """
+    return {"model_family": model_family, "promotion": alias, "promotion_reason": reason}
+
+
 class ChampionRefusedError(RuntimeError):
     """The current champion cannot be loaded safely: the session stops without registering.
 
@@ -546,13 +561,7 @@ def _register_and_promote(
             registered = mlflow.register_model(
                 best_uri,
                 settings.model_name,
-                tags={
-                    "model_family": best.name,
-                    "dataset_digest": dataset.digest,
-                    **{k: f"{v:.6g}" for k, v in best.metrics.items()},
-                    "promotion": alias,
-                    "promotion_reason": decision.reason,
-                },
+                tags=version_tags(best.name, alias, decision.reason),
             )
             client.set_registered_model_alias(settings.model_name, alias, registered.version)
             if decision.promote and champion_version is not None:
