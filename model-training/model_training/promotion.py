@@ -26,7 +26,8 @@ def decide(
     candidate: dict[str, float],
     champion: dict[str, float] | None,
     champion_version: str | None = None,
-    min_accuracy: float = 0.0,
+    *,
+    min_accuracy: float,
 ) -> Decision:
     """Decides whether a candidate replaces the champion.
 
@@ -40,7 +41,9 @@ def decide(
         champion: The current champion's metrics on the same test set, or None if there is
             no champion yet.
         champion_version: The champion's version, for the message.
-        min_accuracy: The lowest test accuracy a champion may have (0 accepts any).
+        min_accuracy: The lowest test accuracy a champion may have: the stack's floor
+            ``settings.min_accuracy`` (``WINE_MIN_ACCURACY``, default
+            :data:`wine_mlops.settings.DEFAULT_MIN_ACCURACY`); 0 accepts any.
 
     Returns:
         The decision with a one-line reason.

@@ -554,7 +554,9 @@ def _register_and_promote(
     lock.acquire()
     try:
         champion_version, champion = _champion_metrics(client, settings, split)
-        decision = decide(best.metrics, champion, champion_version, settings.min_accuracy)
+        decision = decide(
+            best.metrics, champion, champion_version, min_accuracy=settings.min_accuracy
+        )
         alias = settings.champion_alias if decision.promote else settings.challenger_alias
         lock.check()
         with interruption.deferred("registering the new version"):

@@ -1,6 +1,12 @@
 """The promotion rule: promote when at least as good, never demote a better champion."""
 
+import pytest
+
 from model_training.promotion import decide
+from model_training.settings import TrainingSettings
+from wine_mlops.settings import DEFAULT_MIN_ACCURACY
+
+NO_FLOOR = 0.0
 
 
 def metrics(accuracy: float, f1_macro: float = 0.9, log_loss: float = 0.2) -> dict[str, float]:
@@ -8,23 +14,23 @@ def metrics(accuracy: float, f1_macro: float = 0.9, log_loss: float = 0.2) -> di
 
 
 def test_first_model_becomes_champion() -> None:
-    decision = decide(metrics(0.5), None)
+    decision = decide(metrics(0.5), None, min_accuracy=NO_FLOOR)
     assert decision.promote
     assert "no champion yet" in decision.reason
 
 
 def test_better_candidate_is_promoted() -> None:
-    assert decide(metrics(0.98), metrics(0.95), "3").promote
+    assert decide(metrics(0.98), metrics(0.95), "3", min_accuracy=NO_FLOOR).promote
 
 
 def test_worse_candidate_never_demotes_the_champion() -> None:
-    decision = decide(metrics(0.90), metrics(0.97), "3")
+    decision = decide(metrics(0.90), metrics(0.97), "3", min_accuracy=NO_FLOOR)
     assert not decision.promote
     assert "champion v3 stays" in decision.reason
 
 
 def test_equal_candidate_is_promoted() -> None:
-    assert decide(metrics(0.97), metrics(0.97), "1").promote
+    assert decide(metrics(0.97), metrics(0.97), "1", min_accuracy=NO_FLOOR).promote
 
 
 def test_a_candidate_below_the_accuracy_floor_is_never_promoted() -> None:
@@ -36,7 +42,26 @@ def test_a_candidate_below_the_accuracy_floor_is_never_promoted() -> None:
 
 
 def test_ties_are_broken_by_macro_f1_then_log_loss() -> None:
-    assert not decide(metrics(0.97, f1_macro=0.95), metrics(0.97, f1_macro=0.96)).promote
-    assert decide(metrics(0.97, f1_macro=0.96), metrics(0.97, f1_macro=0.95)).promote
-    assert not decide(metrics(0.97, log_loss=0.3), metrics(0.97, log_loss=0.1)).promote
-    assert decide(metrics(0.97, log_loss=0.1), metrics(0.97, log_loss=0.3)).promote
+    assert not decide(
+        metrics(0.97, f1_macro=0.95), metrics(0.97, f1_macro=0.96), min_accuracy=NO_FLOOR
+    ).promote
+    assert decide(
+        metrics(0.97, f1_macro=0.96), metrics(0.97, f1_macro=0.95), min_accuracy=NO_FLOOR
+    ).promote
+    assert not decide(
+        metrics(0.97, log_loss=0.3), metrics(0.97, log_loss=0.1), min_accuracy=NO_FLOOR
+    ).promote
+    assert decide(
+        metrics(0.97, log_loss=0.1), metrics(0.97, log_loss=0.3), min_accuracy=NO_FLOOR
+    ).promote
+
+
+def test_the_floor_is_the_stack_setting_unless_the_operator_sets_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("WINE_MIN_ACCURACY", raising=False)
+    floor = TrainingSettings().min_accuracy
+    assert floor == DEFAULT_MIN_ACCURACY == 0.9
+    assert not decide(metrics(0.85), None, min_accuracy=floor).promote
+    monkeypatch.setenv("WINE_MIN_ACCURACY", "0.8")
+    assert decide(metrics(0.85), None, min_accuracy=TrainingSettings().min_accuracy).promote
