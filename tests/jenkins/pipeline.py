@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import subprocess
@@ -10,8 +9,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 JENKINSFILE = REPO / "Jenkinsfile"
-# CHECKED_MAKEFILE: check another Makefile (e.g. a draft copy) instead of the repository's.
-MAKEFILE = Path(os.environ.get("CHECKED_MAKEFILE") or REPO / "Makefile")
+MAKEFILE = REPO / "Makefile"
 
 # A sh step: sh '…', sh '''…''', sh "…", sh """…""", sh(script: …).
 _SH_STEP = re.compile(r"""\bsh\s*\(?\s*(?:script\s*:\s*)?('''|\"\"\"|'|")""")
@@ -75,10 +73,10 @@ def stage_targets(groovy: str) -> list[str]:
     return make_targets_called(source[start : post if post >= 0 else len(source)])
 
 
-def make_database(makefile: Path = MAKEFILE) -> str:
-    """``make -pn``'s database of a Makefile (rules and variables), without running recipes."""
+def make_database() -> str:
+    """``make -pn``'s database of the Makefile (rules and variables), without running recipes."""
     result = subprocess.run(
-        ["make", "--no-print-directory", "-pnr", "-f", str(makefile), "-C", str(REPO), "help"],
+        ["make", "--no-print-directory", "-pnr", "-f", str(MAKEFILE), "-C", str(REPO), "help"],
         capture_output=True,
         text=True,
         timeout=120,

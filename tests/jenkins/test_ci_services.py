@@ -172,9 +172,3 @@ def test_the_jenkinsfile_runs_on_the_agents_label() -> None:
     label = re.fullmatch(r"\{\s*label\s+'([^']+)'\s*\}", agents[0])
     assert label, agents[0]
     assert label.group(1) == option(swarm_client_command(), "-labels")
-
-
-def test_the_label_check_sees_a_pipeline_on_any_agent() -> None:
-    source = "pipeline {\n    agent any\n    stages { }\n}\n"
-    agents = re.findall(r"\bagent\s*(\{[^}]*\}|any|none)", strip_comments(source))
-    assert agents == ["any"]

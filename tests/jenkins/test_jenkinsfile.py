@@ -1,9 +1,12 @@
-"""The Jenkinsfile: lint-clean, its make targets exist, no host-wide Docker, no interpolation."""
+"""The properties the Jenkinsfile must keep.
+
+Lint-clean; the make targets it calls exist and `make ci` runs them in the same order; no
+host-wide Docker clean-up; no Groovy interpolation into `sh`.
+"""
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -84,15 +87,6 @@ def test_npm_groovy_lint_passes_on_the_jenkinsfile(groovy_lint: Path) -> None:
     assert "npm-groovy-lint results in" in result.stdout
 
 
-def test_npm_groovy_lint_fails_on_a_broken_jenkinsfile(
-    groovy_lint: Path, jenkinsfile: str, tmp_path: Path
-) -> None:
-    broken = tmp_path / "Jenkinsfile"
-    broken.write_text(jenkinsfile.replace("stage('Deploy') {", "stage('Deploy') {{", 1))
-    result = lint(groovy_lint, broken)
-    assert result.returncode != 0, result.stdout[-2000:]
-
-
 def test_every_make_target_the_jenkinsfile_calls_exists_in_the_makefile(jenkinsfile: str) -> None:
     called = make_targets_called(jenkinsfile)
     assert {"lint", "test", "build", "deploy", "train-stack", "smoke"} <= set(called)
@@ -107,38 +101,9 @@ def test_make_ci_runs_the_jenkinsfile_stages_in_the_same_order(jenkinsfile: str)
     assert stages.split() == stage_targets(jenkinsfile)
 
 
-def test_the_target_checker_sees_a_missing_target(tmp_path: Path) -> None:
-    makefile = tmp_path / "Makefile"
-    makefile.write_text("help:\n\t@true\nlint:\n\t@true\n")
-    defined = make_targets_defined(make_database(makefile))
-    called = make_targets_called("stages { stage('x') { steps { sh 'make lint deploy' } } }")
-    assert called == ["lint", "deploy"]
-    assert set(called) - defined == {"deploy"}
-
-
 def test_no_host_wide_docker_command(jenkinsfile: str) -> None:
     offending = HOST_WIDE_DOCKER.findall(strip_comments(jenkinsfile))
     assert not offending, offending
-
-
-@pytest.mark.parametrize(
-    "command",
-    [
-        "docker rm -f $(docker ps -aq)",
-        "docker rmi $(docker images -q)",
-        "docker system prune -af",
-        "docker image prune -a",
-        "docker container prune -f",
-        "docker volume prune",
-        "docker kill $(docker ps -q)",
-    ],
-)
-def test_the_host_wide_docker_detector_sees(command: str) -> None:
-    assert HOST_WIDE_DOCKER.search(command)
-
-
-def test_project_scoped_compose_commands_are_allowed() -> None:
-    assert not HOST_WIDE_DOCKER.search("docker compose --env-file x rm --force model-training")
 
 
 def test_sh_steps_are_single_quoted_and_never_interpolate_params(jenkinsfile: str) -> None:
@@ -147,37 +112,3 @@ def test_sh_steps_are_single_quoted_and_never_interpolate_params(jenkinsfile: st
     double = [script for quote, script in steps if quote.startswith('"')]
     assert not double, f"sh steps in double quotes (Groovy interpolation): {double}"
     assert not [s for _q, s in steps if "params." in s or "${" in s]
-
-
-def test_the_interpolation_check_sees_a_double_quoted_sh() -> None:
-    steps = sh_steps('steps { sh "make train WINE_SEED=${params.SEED}" }')
-    assert steps == [('"', "make train WINE_SEED=${params.SEED}")]
-
-
-def test_options_triggers_and_parameters(jenkinsfile: str) -> None:
-    source = strip_comments(jenkinsfile)
-    for option in (
-        r"timeout\(time:",
-        r"buildDiscarder\(logRotator\(",
-        r"disableConcurrentBuilds\(\)",
-        r"timestamps\(\)",
-        r"githubPush\(\)",
-        r"pollSCM\('",
-    ):
-        assert re.search(option, source), option
-    parameters = re.findall(r"(?:string|booleanParam)\(name: '(\w+)'", source)
-    assert parameters
-    environment = source[source.index("environment {") : source.index("stages {")]
-    for name in parameters:  # every parameter reaches the shell as an environment variable
-        assert f"params.{name}" in environment, name
-
-
-def test_credentials_only_in_the_stages_that_run_compose(jenkinsfile: str) -> None:
-    source = strip_comments(jenkinsfile)
-    assert "credentials(" not in source[: source.index("stages {")]  # not pipeline-wide
-    blocks = re.split(
-        r"\n        stage\('", source[source.index("stages {") : source.index("\n    post {")]
-    )
-    with_credentials = {b.split("'")[0] for b in blocks[1:] if "withCredentials" in b}
-    assert with_credentials == {"Build images", "Deploy", "Train", "Smoke test"}
-    assert re.search(r"COMPOSE_PROJECT_NAME = 'wine-mlops'", source)
