@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeVar
 
@@ -158,6 +159,46 @@ class MlflowSettings(ServiceSettings):
         if self.tracking_username and self.tracking_password is not None:
             os.environ["MLFLOW_TRACKING_USERNAME"] = self.tracking_username
             os.environ["MLFLOW_TRACKING_PASSWORD"] = self.tracking_password.get_secret_value()
+
+
+#: MLflow's HTTP client reads these from the process environment on every request.
+MLFLOW_HTTP_MAX_RETRIES = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+MLFLOW_HTTP_TIMEOUT = "MLFLOW_HTTP_REQUEST_TIMEOUT"
+
+
+def use_mlflow_http(
+    *,
+    max_retries: int | None = None,
+    timeout_seconds: float | None = None,
+    environ: MutableMapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Sets how this process's MLflow client retries and waits: the one place it is done.
+
+    By default MLflow's HTTP client retries a failed request 7 times with backoff, each
+    attempt up to 120 s: minutes per call while the server is down. Each service's entry
+    point calls this once at start-up, before its first MLflow request, with the values that
+    suit it (a service that retries on its own schedule fails fast). An operator's own
+    ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` / ``MLFLOW_HTTP_REQUEST_TIMEOUT`` is kept. MLflow's
+    telemetry is off (``MLFLOW_DISABLE_TELEMETRY``) unless the environment says otherwise.
+
+    Args:
+        max_retries: Retries of a failed request (None: MLflow's default).
+        timeout_seconds: Seconds one request may take (None: MLflow's default).
+        environ: The environment to change (default: the process's).
+
+    Returns:
+        The values in effect, by variable name.
+    """
+    env = os.environ if environ is None else environ
+    wanted = {
+        MLFLOW_HTTP_MAX_RETRIES: max_retries,
+        MLFLOW_HTTP_TIMEOUT: timeout_seconds,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    for name, value in wanted.items():
+        if value is not None:
+            env.setdefault(name, f"{value:g}" if isinstance(value, float) else str(value))
+    return {name: env[name] for name in wanted if name in env}
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

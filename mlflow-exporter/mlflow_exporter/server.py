@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import Any
 
@@ -12,7 +11,7 @@ from gunicorn.glogging import Logger
 
 from mlflow_exporter.settings import ExporterSettings
 from wine_mlops.logs import configure_logging
-from wine_mlops.settings import load_settings
+from wine_mlops.settings import load_settings, use_mlflow_http
 
 log = logging.getLogger("mlflow_exporter")
 
@@ -95,10 +94,7 @@ def main() -> int:
         return 2
     configure_logging(settings.log_level)
     settings.use_credentials()
-    # The MLflow client reads these from the environment. By default it retries a failed
-    # request for minutes; an exporter must not block its refresher that long: the next
-    # refresh is the retry. An operator's own MLFLOW_HTTP_REQUEST_MAX_RETRIES is kept.
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(settings.mlflow_timeout_seconds)
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    # An exporter must not block its refresher for minutes: the next refresh is the retry.
+    use_mlflow_http(max_retries=0, timeout_seconds=settings.mlflow_timeout_seconds)
     ExporterServer(settings).run()
     return 0

@@ -34,7 +34,8 @@ class ExporterSettings(MlflowSettings):
     - ``EXPORTER_RUN_NAME_SUFFIX``: a regular expression cut from the end of run names before
       grouping, so that time-stamped names (``training-session-20250101-120000``) make one
       series, not one per session. Empty disables it.
-    - ``EXPORTER_MLFLOW_TIMEOUT``: seconds an MLflow request may take (default 10).
+    - ``EXPORTER_MLFLOW_TIMEOUT``: seconds an MLflow request may take (default 10; an
+      ``MLFLOW_HTTP_REQUEST_TIMEOUT`` in the environment takes precedence).
     - ``LOG_LEVEL``.
     """
 

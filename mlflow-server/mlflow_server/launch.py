@@ -38,7 +38,7 @@ from mlflow_server.stores import StoreProbe, local_artifact_folder
 from mlflow_server.users import ServiceUser, provision
 from wine_mlops.healthcheck import wait_until_healthy
 from wine_mlops.logs import configure_logging
-from wine_mlops.settings import ServiceSettings, load_settings
+from wine_mlops.settings import ServiceSettings, load_settings, use_mlflow_http
 
 log = logging.getLogger("mlflow_server")
 
@@ -297,5 +297,5 @@ def main() -> int:
     # The launcher's own MLflow requests (provisioning) log in as the admin.
     os.environ["MLFLOW_TRACKING_USERNAME"] = settings.admin_username
     os.environ["MLFLOW_TRACKING_PASSWORD"] = settings.admin_password.get_secret_value()
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    use_mlflow_http(max_retries=2)
     return Supervisor(settings).run()

@@ -22,7 +22,7 @@ from model_training.data import DataValidationError, load_dataset
 from model_training.interruption import TrainingInterrupted
 from model_training.settings import TrainingSettings
 from wine_mlops.logs import configure_logging
-from wine_mlops.settings import load_settings
+from wine_mlops.settings import load_settings, use_mlflow_http
 from wine_mlops.tracking import TrackingServerUnavailableError
 
 log = logging.getLogger("model_training")
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INVALID_INPUT
     configure_logging(settings.log_level)
     settings.use_credentials()
+    use_mlflow_http()  # MLflow's own retries: a session waits for the server, then persists
     # MLflow's hints about integer columns and ambiguous dataset sources do not apply here.
     warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
     warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")

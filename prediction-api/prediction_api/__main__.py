@@ -8,12 +8,11 @@ containers instead.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 from prediction_api.settings import ApiSettings
 from wine_mlops.logs import configure_logging
-from wine_mlops.settings import load_settings
+from wine_mlops.settings import load_settings, use_mlflow_http
 
 log = logging.getLogger("prediction_api")
 
@@ -27,9 +26,7 @@ def main() -> int:
     settings.use_credentials()
     # MLflow's HTTP client retries 7 times with backoff by default: minutes per look-up while
     # the server is down. The watcher retries on its own schedule, so fail fast instead.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    use_mlflow_http(max_retries=1, timeout_seconds=20)
 
     import uvicorn
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from wine_mlops.settings import MlflowSettings, load_settings
+from wine_mlops.settings import MlflowSettings, load_settings, use_mlflow_http
 
 
 def test_a_password_comes_from_the_file_its_file_variable_names(
@@ -43,3 +43,33 @@ def test_an_unreadable_secret_file_is_a_clear_settings_error(
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD_FILE", str(tmp_path / "missing"))
     assert load_settings(MlflowSettings) is None
     assert "MLFLOW_TRACKING_PASSWORD_FILE: cannot read" in capfd.readouterr().err
+
+
+def test_use_mlflow_http_sets_what_mlflows_client_reads_and_keeps_the_operators(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mlflow.environment_variables import (
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+        MLFLOW_HTTP_REQUEST_TIMEOUT,
+    )
+
+    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY", raising=False)
+    in_effect = use_mlflow_http(max_retries=0, timeout_seconds=10)
+    assert MLFLOW_HTTP_REQUEST_MAX_RETRIES.get() == 0
+    assert MLFLOW_HTTP_REQUEST_TIMEOUT.get() == 10
+    assert in_effect["MLFLOW_DISABLE_TELEMETRY"] == "true"
+
+    # an operator's own values win over a service's defaults
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "5")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+    in_effect = use_mlflow_http(max_retries=1, timeout_seconds=20)
+    assert MLFLOW_HTTP_REQUEST_MAX_RETRIES.get() == 5
+    assert in_effect["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "60"
+
+
+def test_use_mlflow_http_leaves_mlflows_defaults_when_a_service_has_none() -> None:
+    environ: dict[str, str] = {}
+    assert use_mlflow_http(environ=environ) == {"MLFLOW_DISABLE_TELEMETRY": "true"}
+    assert environ == {"MLFLOW_DISABLE_TELEMETRY": "true"}
