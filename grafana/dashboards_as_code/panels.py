@@ -1,10 +1,23 @@
-"""Small factories over the foundation SDK so that every panel looks and queries alike.
+"""The builders every dashboard is described with, over Grafana's foundation SDK.
 
-Every query goes to the provisioned Prometheus datasource (uid ``prometheus``); panels are
-laid out by the SDK's dashboard builder from their ``span`` (of 24 columns) and ``height``.
+A dashboard module lists its rows and, in each, its panels::
+
+    new_dashboard(UID, "Title", "What it answers.", ["tag"], rows={
+        "Row title": [
+            stat_panel("Title", "What it shows.", query(rate("x_total", API)), size=(6, 4)),
+        ],
+    })
+
+Every panel and query goes to the provisioned Prometheus datasource (uid ``prometheus``);
+the SDK's dashboard builder lays panels out from their ``size`` (columns of 24, height).
+The PromQL helpers (``rate``, ``increase``, ``quantile``) write the sums the panels share.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from string import ascii_uppercase
+from typing import TypeVar
 
 from grafana_foundation_sdk.builders import (
     bargauge,
@@ -16,35 +29,72 @@ from grafana_foundation_sdk.builders import (
 )
 from grafana_foundation_sdk.builders import common as common_builder
 from grafana_foundation_sdk.builders import dashboard as dashboard_builder
+from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.models import common, dashboard
 from grafana_foundation_sdk.models import prometheus as prometheus_model
 
 #: The datasource every panel uses: provisioned with this fixed uid.
 DATASOURCE = dashboard.DataSourceRef(type_val="prometheus", uid="prometheus")
 
+#: Selector of the prediction API's series.
+API = 'job="prediction-api"'
+
 #: Selector of the API's user traffic: Prometheus scrapes and container probes left out.
-API_TRAFFIC = 'job="prediction-api", route!~"/metrics|/healthz|/readyz"'
+API_TRAFFIC = f'{API}, route!~"/metrics|/healthz|/readyz"'
+
+#: A panel's size on the grid: (width in columns of 24, height in grid rows).
+Size = tuple[int, int]
+
+#: The panel builders of the SDK that the factories below return.
+Panel = TypeVar("Panel", timeseries.Panel, stat.Panel, bargauge.Panel, table.Panel, piechart.Panel)
 
 
-def query(
-    expr: str, legend: str = "", *, instant: bool = False, ref: str = "A"
-) -> prometheus.Dataquery:
-    """A PromQL query on the provisioned Prometheus.
+# PromQL ---------------------------------------------------------------------------------
+
+
+def _sum(expr: str, by: str) -> str:
+    return f"sum by ({by}) ({expr})" if by else f"sum({expr})"
+
+
+def rate(metric: str, selector: str, *, by: str = "") -> str:
+    """The summed per-second rate of a counter over Grafana's ``$__rate_interval``.
+
+    Args:
+        metric: The counter (or histogram bucket) name.
+        selector: Its label matchers, without braces, e.g. ``API``.
+        by: Labels to keep, e.g. ``"route, method"``; none sums everything.
+    """
+    return _sum(f"rate({metric}{{{selector}}}[$__rate_interval])", by)
+
+
+def increase(metric: str, selector: str, *, by: str = "") -> str:
+    """The summed increase of a counter over the dashboard's time range (``$__range``)."""
+    return _sum(f"increase({metric}{{{selector}}}[$__range])", by)
+
+
+def quantile(q: float, histogram: str, selector: str, *, by: str = "") -> str:
+    """A quantile (e.g. ``0.99``) of a histogram's ``_bucket`` series, per ``by`` labels."""
+    labels = f"{by}, le" if by else "le"
+    return f"histogram_quantile({q}, {rate(histogram, selector, by=labels)})"
+
+
+def query(expr: str, legend: str = "", *, instant: bool = False) -> prometheus.Dataquery:
+    """A PromQL query on the provisioned Prometheus (its ref id is set by the panel).
 
     Args:
         expr: The PromQL expression (Grafana variables such as ``$__rate_interval`` allowed).
         legend: The legend format, e.g. ``{{status}}``.
         instant: An instant query (tables, stats of the current value) instead of a range.
-        ref: The query's ref id within its panel.
     """
-    built = prometheus.Dataquery().expr(expr).ref_id(ref).datasource(DATASOURCE)
+    built = prometheus.Dataquery().expr(expr).datasource(DATASOURCE)
     if legend:
         built = built.legend_format(legend)
     if instant:
-        built = built.instant().format(prometheus_model.PromQueryFormat.TABLE)
-    else:
-        built = built.range()
-    return built
+        return built.instant().format(prometheus_model.PromQueryFormat.TABLE)
+    return built.range()
+
+
+# Colours and value mappings -------------------------------------------------------------
 
 
 def thresholds(*steps: tuple[float | None, str]) -> dashboard_builder.ThresholdsConfig:
@@ -56,32 +106,79 @@ def thresholds(*steps: tuple[float | None, str]) -> dashboard_builder.Thresholds
     )
 
 
-def value_map(mapping: dict[str, tuple[str, str]]) -> list[dashboard.ValueMapping]:
-    """Value-to-text mappings: ``{"1": ("UP", "green")}``."""
+def yes_no(yes: str, no: str) -> list[dashboard.ValueMapping]:
+    """Texts for a 0/1 gauge: ``yes`` in green for 1, ``no`` in red for 0."""
     return [
         dashboard.ValueMap(
             options={
-                value: dashboard.ValueMappingResult(text=text, color=color, index=index)
-                for index, (value, (text, color)) in enumerate(mapping.items())
+                "1": dashboard.ValueMappingResult(text=yes, color="green", index=0),
+                "0": dashboard.ValueMappingResult(text=no, color="red", index=1),
             }
         )
     ]
+
+
+def bad_above(warning: float, bad: float) -> dashboard_builder.ThresholdsConfig:
+    """Green, yellow from ``warning``, red from ``bad`` (errors, latency, age)."""
+    return thresholds((None, "green"), (warning, "yellow"), (bad, "red"))
+
+
+def good_above(warning: float, good: float) -> dashboard_builder.ThresholdsConfig:
+    """Red, yellow from ``warning``, green from ``good`` (accuracy, share of fast answers)."""
+    return thresholds((None, "red"), (warning, "yellow"), (good, "green"))
+
+
+def _last_value() -> common_builder.ReduceDataOptions:
+    return common_builder.ReduceDataOptions().calcs(["lastNotNull"]).values(False)
+
+
+# Panels ---------------------------------------------------------------------------------
+
+
+def _panel(
+    panel: Panel,
+    title: str,
+    description: str,
+    size: Size,
+    queries: Iterable[prometheus.Dataquery],
+) -> Panel:
+    """What every panel has: title, description, datasource, size, and queries A, B, C…"""
+    width, height = size
+    panel = panel.title(title).description(description).datasource(DATASOURCE)
+    panel = panel.span(width).height(height)
+    for ref, built in zip(ascii_uppercase, queries, strict=False):
+        panel = panel.with_target(built.ref_id(ref))
+    return panel
+
+
+Axis = TypeVar("Axis", timeseries.Panel, bargauge.Panel)
+
+
+def _axis(panel: Axis, min_value: float | None, max_value: float | None) -> Axis:
+    """Pins the value axis (or the bars' range) where a bound is given."""
+    if min_value is not None:
+        panel = panel.min(min_value)
+    if max_value is not None:
+        panel = panel.max(max_value)
+    return panel
 
 
 def time_series(
     title: str,
     description: str,
     *queries: prometheus.Dataquery,
+    size: Size,
     unit: str = "short",
-    min_value: float | None = None,
+    min_value: float | None = 0,
     max_value: float | None = None,
 ) -> timeseries.Panel:
-    """A time series panel with a table legend showing last and max."""
+    """Lines with a table legend of last and max.
+
+    The y axis starts at ``min_value``: 0, or None to follow the data (e.g. accuracies
+    close to a ``max_value`` of 1).
+    """
     panel = (
         timeseries.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
         .unit(unit)
         .line_width(2)
         .fill_opacity(10)
@@ -93,45 +190,35 @@ def time_series(
             .calcs(["lastNotNull", "max"])
         )
     )
-    if min_value is not None:
-        panel = panel.min(min_value)
-    if max_value is not None:
-        panel = panel.max(max_value)
-    for built in queries:
-        panel = panel.with_target(built)
-    return panel
+    return _panel(_axis(panel, min_value, max_value), title, description, size, queries)
 
 
 def stat_panel(
     title: str,
     description: str,
     *queries: prometheus.Dataquery,
+    size: Size,
     unit: str = "short",
     text_mode: common.BigValueTextMode = common.BigValueTextMode.AUTO,
     colors: dashboard_builder.ThresholdsConfig | None = None,
     mappings: list[dashboard.ValueMapping] | None = None,
     decimals: float | None = None,
 ) -> stat.Panel:
-    """A stat panel showing each series' last value."""
+    """Each series' last value on a coloured background (blue unless ``colors``)."""
     panel = (
         stat.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
         .unit(unit)
         .text_mode(text_mode)
         .color_mode(common.BigValueColorMode.BACKGROUND)
         .graph_mode(common.BigValueGraphMode.NONE)
-        .reduce_options(common_builder.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .reduce_options(_last_value())
         .thresholds(colors or thresholds((None, "blue")))
     )
     if mappings:
         panel = panel.mappings(mappings)
     if decimals is not None:
         panel = panel.decimals(decimals)
-    for built in queries:
-        panel = panel.with_target(built)
-    return panel
+    return _panel(panel, title, description, size, queries)
 
 
 def bar_gauge(
@@ -139,65 +226,72 @@ def bar_gauge(
     description: str,
     built: prometheus.Dataquery,
     *,
+    size: Size,
     unit: str = "short",
-    min_value: float = 0,
     max_value: float | None = None,
     colors: dashboard_builder.ThresholdsConfig | None = None,
 ) -> bargauge.Panel:
-    """A horizontal bar gauge, one bar per series (e.g. per model family or feature)."""
+    """Horizontal bars from 0, one per series (e.g. per model family or feature)."""
     panel = (
         bargauge.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
         .unit(unit)
-        .min(min_value)
         .orientation(common.VizOrientation.HORIZONTAL)
         .display_mode(common.BarGaugeDisplayMode.GRADIENT)
-        .reduce_options(common_builder.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .reduce_options(_last_value())
         .thresholds(colors or thresholds((None, "blue")))
-        .with_target(built)
     )
-    if max_value is not None:
-        panel = panel.max(max_value)
-    return panel
+    return _panel(_axis(panel, 0, max_value), title, description, size, [built])
 
 
-def table_panel(title: str, description: str, built: prometheus.Dataquery) -> table.Panel:
+def table_panel(
+    title: str,
+    description: str,
+    built: prometheus.Dataquery,
+    *,
+    size: Size,
+    unit: str | None = None,
+) -> table.Panel:
     """A table of an instant query's series and their labels (the Time column hidden)."""
-    return (
-        table.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .with_target(built)
-        .with_transformation(
-            dashboard.DataTransformerConfig(
-                id_val="organize",
-                options={"excludeByName": {"Time": True, "__name__": True}},
-            )
+    panel = table.Panel().with_transformation(
+        dashboard.DataTransformerConfig(
+            id_val="organize",
+            options={"excludeByName": {"Time": True, "__name__": True}},
         )
     )
+    if unit is not None:
+        panel = panel.unit(unit)
+    return _panel(panel, title, description, size, [built])
 
 
-def pie(title: str, description: str, built: prometheus.Dataquery) -> piechart.Panel:
-    """A pie chart (e.g. the share of each predicted cultivar)."""
-    return (
-        piechart.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .unit("short")
-        .reduce_options(common_builder.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
-        .with_target(built)
-    )
+def pie(title: str, description: str, built: prometheus.Dataquery, *, size: Size) -> piechart.Panel:
+    """A pie chart of each series' last value (e.g. the share of each predicted cultivar)."""
+    panel = piechart.Panel().unit("short").reduce_options(_last_value())
+    return _panel(panel, title, description, size, [built])
+
+
+# Dashboards -----------------------------------------------------------------------------
 
 
 def new_dashboard(
-    uid: str, title: str, description: str, tags: list[str]
+    uid: str,
+    title: str,
+    description: str,
+    tags: list[str],
+    rows: Mapping[str, Sequence[cogbuilder.Builder[dashboard.Panel]]],
+    *,
+    variables: Sequence[dashboard_builder.QueryVariable] = (),
 ) -> dashboard_builder.Dashboard:
-    """A dashboard with the stack's defaults: last hour, 30 s refresh, UTC, read-only."""
-    return (
+    """A dashboard with the stack's defaults: last hour, 30 s refresh, UTC, read-only.
+
+    Args:
+        uid: The dashboard's fixed uid (also its file name).
+        title: Its title.
+        description: What it answers.
+        tags: Tags besides ``wine-mlops``.
+        rows: Row title -> the panels of that row, in order.
+        variables: Dashboard variables (e.g. an experiment selector).
+    """
+    board = (
         dashboard_builder.Dashboard(title)
         .uid(uid)
         .description(description)
@@ -208,3 +302,10 @@ def new_dashboard(
         .tooltip(dashboard.DashboardCursorSync.CROSSHAIR)
         .readonly()
     )
+    for variable in variables:
+        board = board.with_variable(variable)
+    for row_title, panels in rows.items():
+        board = board.with_row(dashboard_builder.Row(row_title))
+        for panel in panels:
+            board = board.with_panel(panel)
+    return board

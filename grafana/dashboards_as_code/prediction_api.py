@@ -14,303 +14,224 @@ from grafana_foundation_sdk.builders import dashboard as dashboard_builder
 from grafana_foundation_sdk.models import common
 
 from grafana.dashboards_as_code.panels import (
+    API,
     API_TRAFFIC,
+    bad_above,
     bar_gauge,
+    good_above,
+    increase,
     new_dashboard,
     pie,
+    quantile,
     query,
+    rate,
     stat_panel,
     thresholds,
     time_series,
-    value_map,
+    yes_no,
 )
 
 UID = "wine-prediction-api"
 
+#: The served model's metadata, one series per API instance.
+MODEL_INFO = f'wine_api_model_info{{{API}, model_version!=""}}'
+
 
 def build() -> dashboard_builder.Dashboard:
     """Builds the prediction-API dashboard."""
-    board = new_dashboard(
-        UID,
-        "Wine MLOps / Prediction API",
-        "Traffic, errors, latency, predictions and the served model of the prediction API.",
-        ["prediction-api"],
-    )
-
-    board = board.with_row(dashboard_builder.Row("Now"))
-    board = board.with_panel(
+    now = [
         stat_panel(
             "Served model",
             "Name, version and alias of the model each API instance serves (GET /model).",
-            query(
-                'wine_api_model_info{job="prediction-api", model_version!=""}',
-                "{{model_name}} v{{model_version}} @{{alias}}",
-            ),
+            query(MODEL_INFO, "{{model_name}} v{{model_version}} @{{alias}}"),
+            size=(6, 4),
             text_mode=common.BigValueTextMode.NAME,
-        )
-        .span(6)
-        .height(4)
-    )
-    board = board.with_panel(
+        ),
         stat_panel(
             "Model loaded",
             "Whether a model is loaded (GET /readyz answers 200). NO MODEL: every "
             "prediction fails with 503 (alert WineApiNoModelServed).",
-            query('min(wine_api_model_loaded{job="prediction-api"})'),
-            mappings=value_map({"1": ("READY", "green"), "0": ("NO MODEL", "red")}),
-        )
-        .span(4)
-        .height(4)
-    )
-    board = board.with_panel(
+            query(f"min(wine_api_model_loaded{{{API}}})"),
+            size=(4, 4),
+            mappings=yes_no("READY", "NO MODEL"),
+        ),
         stat_panel(
             "Requests/s",
             "User requests per second over 5 minutes (recording rule).",
             query("sum(job:wine_api_requests:rate5m)"),
+            size=(4, 4),
             unit="reqps",
-        )
-        .span(4)
-        .height(4)
-    )
-    board = board.with_panel(
+        ),
         stat_panel(
             "Server errors",
             "Share of requests answered 5xx over 5 minutes; the alert fires above 5%.",
             query("max(job:wine_api_request_errors:ratio_rate5m)"),
+            size=(3, 4),
             unit="percentunit",
-            colors=thresholds((None, "green"), (0.01, "yellow"), (0.05, "red")),
-        )
-        .span(3)
-        .height(4)
-    )
-    board = board.with_panel(
+            colors=bad_above(0.01, 0.05),
+        ),
         stat_panel(
             "p99 latency",
             "99th percentile of the response time over 5 minutes; the alert fires above 0.5 s.",
             query("max(job:wine_api_request_duration_seconds:p99_5m)"),
+            size=(3, 4),
             unit="s",
-            colors=thresholds((None, "green"), (0.1, "yellow"), (0.5, "red")),
-        )
-        .span(3)
-        .height(4)
-    )
-    board = board.with_panel(
+            colors=bad_above(0.1, 0.5),
+        ),
         stat_panel(
             "Under 100 ms",
             "Share of requests answered within 100 ms over 5 minutes.",
             query("min(job:wine_api_requests_under_100ms:ratio_rate5m)"),
+            size=(4, 4),
             unit="percentunit",
-            colors=thresholds((None, "red"), (0.95, "yellow"), (0.99, "green")),
-        )
-        .span(4)
-        .height(4)
-    )
-
-    board = board.with_row(dashboard_builder.Row("Traffic and errors"))
-    board = board.with_panel(
+            colors=good_above(0.95, 0.99),
+        ),
+    ]
+    traffic_and_errors = [
         time_series(
             "Requests per second by status",
             "User requests per second by HTTP status (scrapes and probes excluded).",
-            query(
-                "sum by (status) "
-                f"(rate(wine_api_requests_total{{{API_TRAFFIC}}}[$__rate_interval]))",
-                "{{status}}",
-            ),
+            query(rate("wine_api_requests_total", API_TRAFFIC, by="status"), "{{status}}"),
+            size=(12, 8),
             unit="reqps",
-            min_value=0,
-        )
-        .span(12)
-        .height(8)
-    )
-    board = board.with_panel(
+        ),
         time_series(
             "Requests per second by route",
             "User requests per second by route template and method.",
             query(
-                "sum by (route, method) "
-                f"(rate(wine_api_requests_total{{{API_TRAFFIC}}}[$__rate_interval]))",
+                rate("wine_api_requests_total", API_TRAFFIC, by="route, method"),
                 "{{method}} {{route}}",
             ),
+            size=(12, 8),
             unit="reqps",
-            min_value=0,
-        )
-        .span(12)
-        .height(8)
-    )
-    board = board.with_panel(
+        ),
         time_series(
             "Error ratio",
             "Share of requests answered with a server error (5xx: alert above 5%) or "
             "rejected as invalid (4xx: alert above 25%), over 5 minutes.",
             query("job:wine_api_request_errors:ratio_rate5m", "server errors (5xx)"),
-            query(
-                "job:wine_api_request_client_errors:ratio_rate5m",
-                "client errors (4xx)",
-                ref="B",
-            ),
+            query("job:wine_api_request_client_errors:ratio_rate5m", "client errors (4xx)"),
+            size=(24, 8),
             unit="percentunit",
-            min_value=0,
-        )
-        .span(24)
-        .height(8)
-    )
-
-    board = board.with_row(dashboard_builder.Row("Latency"))
-    board = board.with_panel(
+        ),
+    ]
+    latency = [
         time_series(
             "Latency p50 / p90 / p99",
             "Percentiles of the API's response time over 5 minutes (recording rules), "
             "from its own histogram.",
-            query("job:wine_api_request_duration_seconds:p50_5m", "p50"),
-            query("job:wine_api_request_duration_seconds:p90_5m", "p90", ref="B"),
-            query("job:wine_api_request_duration_seconds:p99_5m", "p99", ref="C"),
+            *(
+                query(f"job:wine_api_request_duration_seconds:{name}_5m", name)
+                for name in ("p50", "p90", "p99")
+            ),
+            size=(12, 8),
             unit="s",
-            min_value=0,
-        )
-        .span(12)
-        .height(8)
-    )
-    board = board.with_panel(
+        ),
         time_series(
             "Share of requests under 100 ms",
             "Requests answered within 100 ms divided by all requests, over 5 minutes.",
             query("job:wine_api_requests_under_100ms:ratio_rate5m", "under 100 ms"),
+            size=(12, 8),
             unit="percentunit",
+            min_value=None,
             max_value=1,
-        )
-        .span(12)
-        .height(8)
-    )
-    board = board.with_panel(
+        ),
         time_series(
             "p99 latency by route",
             "99th percentile of the response time of each route.",
             query(
-                "histogram_quantile(0.99, sum by (route, le) "
-                f"(rate(wine_api_request_duration_seconds_bucket{{{API_TRAFFIC}}}"
-                "[$__rate_interval])))",
+                quantile(0.99, "wine_api_request_duration_seconds_bucket", API_TRAFFIC, by="route"),
                 "{{route}}",
             ),
+            size=(24, 8),
             unit="s",
-            min_value=0,
-        )
-        .span(24)
-        .height(8)
-    )
-
-    board = board.with_row(dashboard_builder.Row("Predictions and model"))
-    board = board.with_panel(
+        ),
+    ]
+    predictions_and_model = [
         time_series(
             "Predictions per cultivar",
             "Wines classified per second, by predicted cultivar.",
-            query(
-                'sum by (class_name) (rate(wine_api_predictions_total{job="prediction-api"}'
-                "[$__rate_interval]))",
-                "{{class_name}}",
-            ),
-            unit="short",
-            min_value=0,
-        )
-        .span(12)
-        .height(8)
-    )
-    board = board.with_panel(
+            query(rate("wine_api_predictions_total", API, by="class_name"), "{{class_name}}"),
+            size=(12, 8),
+        ),
         pie(
             "Cultivars predicted in the time range",
             "Share of each predicted cultivar over the dashboard's time range.",
             query(
-                'sum by (class_name) (increase(wine_api_predictions_total{job="prediction-api"}'
-                "[$__range]))",
+                increase("wine_api_predictions_total", API, by="class_name"),
                 "{{class_name}}",
                 instant=True,
             ),
-        )
-        .span(6)
-        .height(8)
-    )
-    board = board.with_panel(
+            size=(6, 8),
+        ),
         bar_gauge(
             "Model loads in the time range",
             "Initial loads and hot swaps (reload) of the served model, by result; a failure "
             "leaves the previous model serving.",
             query(
-                'sum by (kind, result) (increase(wine_api_model_loads_total{job="prediction-api"}'
-                "[$__range]))",
+                increase("wine_api_model_loads_total", API, by="kind, result"),
                 "{{kind}} {{result}}",
                 instant=True,
             ),
-        )
-        .span(6)
-        .height(8)
-    )
-    board = board.with_panel(
+            size=(6, 8),
+        ),
         time_series(
             "Served model version",
             "API instances serving each model version: when the champion moves, the old "
             "version's line drops and the new one's rises (a reload).",
             query(
-                "count by (model_name, model_version) "
-                '(wine_api_model_info{job="prediction-api", model_version!=""})',
+                f"count by (model_name, model_version) ({MODEL_INFO})",
                 "{{model_name}} v{{model_version}}",
             ),
-            min_value=0,
-        )
-        .span(12)
-        .height(8)
-    )
-    board = board.with_panel(
+            size=(12, 8),
+        ),
         time_series(
             "Registry check failures and last load",
             "Failed look-ups of the served alias in MLflow (per second), and seconds since "
             "the last successful model load.",
+            query(rate("wine_api_registry_check_failures_total", API), "registry check failures/s"),
             query(
-                'sum(rate(wine_api_registry_check_failures_total{job="prediction-api"}'
-                "[$__rate_interval]))",
-                "registry check failures/s",
-            ),
-            query(
-                "time() - max("
-                'wine_api_model_last_load_timestamp_seconds{job="prediction-api"} > 0)',
+                f"time() - max(wine_api_model_last_load_timestamp_seconds{{{API}}} > 0)",
                 "seconds since last load",
-                ref="B",
             ),
-            min_value=0,
-        )
-        .span(12)
-        .height(8)
-    )
-
-    board = board.with_row(dashboard_builder.Row("Inputs outside the training range"))
-    board = board.with_panel(
+            size=(12, 8),
+        ),
+    ]
+    out_of_range = [
         bar_gauge(
             "Out-of-range values per feature in the time range",
             "Input values below or above the range of the training data, per feature, over "
             "the dashboard's time range (alert WineApiInputsOutOfTrainingRange).",
             query(
-                "sum by (feature, side) (increase(wine_api_input_out_of_training_range_total"
-                '{job="prediction-api"}[$__range]))',
+                increase("wine_api_input_out_of_training_range_total", API, by="feature, side"),
                 "{{feature}} ({{side}})",
                 instant=True,
             ),
+            size=(12, 12),
             colors=thresholds((None, "green"), (1, "orange")),
-        )
-        .span(12)
-        .height(12)
-    )
-    board = board.with_panel(
+        ),
         time_series(
             "Out-of-range values per classified wine",
             "Out-of-range input values per wine classified, by feature; the alert fires "
             "when the total stays above 0.25 for 5 minutes.",
             query(
-                "sum by (feature) (rate(wine_api_input_out_of_training_range_total"
-                '{job="prediction-api"}[$__rate_interval])) / scalar(sum(rate('
-                'wine_api_predictions_total{job="prediction-api"}[$__rate_interval])))',
+                rate("wine_api_input_out_of_training_range_total", API, by="feature")
+                + f" / scalar({rate('wine_api_predictions_total', API)})",
                 "{{feature}}",
             ),
-            min_value=0,
-        )
-        .span(12)
-        .height(12)
+            size=(12, 12),
+        ),
+    ]
+    return new_dashboard(
+        UID,
+        "Wine MLOps / Prediction API",
+        "Traffic, errors, latency, predictions and the served model of the prediction API.",
+        ["prediction-api"],
+        rows={
+            "Now": now,
+            "Traffic and errors": traffic_and_errors,
+            "Latency": latency,
+            "Predictions and model": predictions_and_model,
+            "Inputs outside the training range": out_of_range,
+        },
     )
-    return board
