@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from devstack import MlflowServer
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -23,7 +24,6 @@ from model_training.data import load_dataset
 from model_training.promotion_lock import lock_name
 from model_training.session import SessionResult, run_session
 from model_training.settings import TrainingSettings
-from tests.support.processes import MlflowServer
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +51,7 @@ def _run_sessions(
 ) -> dict[str, SessionResult]:
     """Runs one session per thread (named by the dict's keys); raises the first failure."""
     dataset = load_dataset()
+    next(iter(sessions.values())).use_tracking_uri()  # as the trainer's entry point does
     outcomes: dict[str, SessionResult | BaseException] = {}
 
     def target(name: str, settings: TrainingSettings) -> None:
