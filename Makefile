@@ -107,7 +107,7 @@ train: $(BIN)/.installed ## Train as a local process against MLFLOW_TRACKING_URI
 	MLFLOW_TRACKING_URI=$(MLFLOW_TRACKING_URI) $(BIN)/python -m model_training $(ARGS)
 
 dev: $(BIN)/.installed ## Run the services as local processes on SQLite, no Docker (Ctrl-C stops)
-	$(BIN)/python tools/dev.py
+	$(BIN)/python -m devstack
 
 urls: ## Print the URLs of the running stack
 	@echo "MLflow UI and API:  http://$$($(COMPOSE) port mlflow-server 5000)"

@@ -1,7 +1,7 @@
 """MLflow exporter at scale: 10,000 and 50,000 runs in a throw-away MLflow on PostgreSQL.
 
-Starts a PostgreSQL cluster and an MLflow server (basic-auth) as local processes (the
-fixtures of ``tests/support/processes.py``; never the compose stack), seeds runs shaped like
+Starts a PostgreSQL cluster and an MLflow server (basic-auth) as local processes
+(:mod:`devstack`, as the tests do; never the compose stack), seeds runs shaped like
 the training job's straight into MLflow's tables (``bench/seed_runs.py``), registers a model
 with ``champion`` and ``challenger`` aliases, and for each size runs the exporter as a real
 process (``python -m mlflow_exporter``) refreshing back to back (the worst case: a refresh
@@ -36,23 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # bench/run.py sets PYTHONPATH too; this lets it run alone
+from devstack import PASSWORDS, auth_env, postgres_server, start_exporter, start_mlflow_server
+from devstack import metric_value as value
+from keepalive_latency import measure, percentile
+from mlflow.tracking import MlflowClient
+from seed_runs import Seeded, seed_runs
 
-from mlflow.tracking import MlflowClient  # noqa: E402
-
-from bench.keepalive_latency import measure, percentile  # noqa: E402
-from bench.seed_runs import Seeded, seed_runs  # noqa: E402
-from tests.mlflow_exporter.support import ExporterProcess, value  # noqa: E402
-from tests.support.processes import (  # noqa: E402
-    TEST_PASSWORDS,
-    auth_env,
-    free_port,
-    postgres_server,
-    start_mlflow_server,
-    stop,
-)
-from wine_mlops.logs import configure_logging  # noqa: E402
+from wine_mlops.logs import configure_logging
 
 log = logging.getLogger("bench_exporter")
 
@@ -109,7 +99,7 @@ def peak_mib(pid: int) -> float:
 
 def other_requests(url: str, run_id: str, rounds: int) -> list[float]:
     """Times ``runs/get`` of one run and the champion alias lookup, in milliseconds."""
-    login = ("admin", TEST_PASSWORDS["admin"])
+    login = ("admin", PASSWORDS["admin"])
     timings = []
     for _ in range(rounds):
         timings += measure(f"{url}/api/2.0/mlflow/runs/get?run_id={run_id}", 1, login)
@@ -126,10 +116,10 @@ def measure_size(server_url: str, workdir: Path, size: int, seeded: Seeded) -> F
     newest_run = seeded.newest_finished["RandomForestClassifier"][0]
     other_requests(server_url, newest_run, 10)  # warm-up
     idle = other_requests(server_url, newest_run, OTHER_REQUESTS)
-    exporter = ExporterProcess(
+    exporter = start_exporter(
         server_url,
-        free_port(),
-        workdir / f"exporter-{size}.log",
+        workdir,
+        log_path=workdir / f"exporter-{size}.log",
         EXPORTER_REFRESH_INTERVAL="0.1",  # back to back: a refresh is always running
         EXPORTER_MIN_PAUSE="0",
         EXPORTER_EXPERIMENTS=EXPERIMENT,
@@ -255,7 +245,7 @@ def main() -> int:
                 if previous is None:
                     previous = previous_design_refresh(server.url)
         finally:
-            stop(server.process)
+            server.stop()
 
     lines = [
         "",

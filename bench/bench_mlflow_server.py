@@ -11,8 +11,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.keepalive_latency import measure, percentile
-from tests.support.processes import TEST_PASSWORDS, start_mlflow_server, stop
+from devstack import PASSWORDS, start_mlflow_server
+from keepalive_latency import measure, percentile
 
 REQUESTS = 200
 
@@ -30,7 +30,7 @@ def run(workers: int) -> dict[str, float]:
         )
         try:
             # As the stack runs it: basic-auth on, the request of a read-only service user.
-            login = ("prediction-api", TEST_PASSWORDS["prediction-api"])
+            login = ("prediction-api", PASSWORDS["prediction-api"])
             api = measure(
                 f"{server.url}/api/2.0/mlflow/experiments/get-by-name"
                 "?experiment_name=wine-classifier",
@@ -39,7 +39,7 @@ def run(workers: int) -> dict[str, float]:
             )
             health = measure(f"{server.url}/health", REQUESTS)
         finally:
-            stop(server.process)
+            server.stop()
     return {
         "api_p50": percentile(api, 50),
         "api_p99": percentile(api, 99),

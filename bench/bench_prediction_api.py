@@ -24,12 +24,9 @@ import time
 import warnings
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from devstack import auth_env, start_api, start_mlflow_server
 
-from tests.prediction_api.api_process import start_api  # noqa: E402
-from tests.support.processes import auth_env, start_mlflow_server, stop  # noqa: E402
-from wine_mlops.features import FEATURE_NAMES, load_wine_frame  # noqa: E402
+from wine_mlops.features import FEATURE_NAMES, load_wine_frame
 
 TARGET_OVERHEAD_MS = 1.0
 CONCURRENCY = 8
@@ -137,7 +134,7 @@ def main() -> int:
     finally:
         if api is not None:
             api.stop()
-        stop(server.process)
+        server.stop()
 
     overhead = (p50 - proba_p50) * 1000
     ms = 1000

@@ -1,6 +1,6 @@
 """Latency of repeated requests on one reused HTTP connection (shows Nagle-style stalls).
 
-Usage: python -m bench.keepalive_latency URL [REQUESTS]
+Usage: python bench/keepalive_latency.py URL [REQUESTS]
 A server that does not set TCP_NODELAY shows about 40 ms extra per request here.
 """
 

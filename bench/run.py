@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> int:
     scripts = sorted((REPO / "bench").glob("bench_*.py"))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     results = []
     for script in scripts:
         sys.stdout.write(f"\n=== {script.stem} ===\n")

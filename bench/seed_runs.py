@@ -26,24 +26,8 @@ from datetime import UTC, datetime
 import psycopg2
 import sqlalchemy as sa
 
-from tests.mlflow_exporter.support import FAMILIES
-
-#: The test metrics the training job logs for every candidate.
-CHILD_METRICS: tuple[str, ...] = (
-    "accuracy",
-    "f1_macro",
-    "precision_macro",
-    "recall_macro",
-    "f1_weighted",
-    "precision_weighted",
-    "recall_weighted",
-    "log_loss",
-    "roc_auc_ovr",
-    "cv_accuracy_mean",
-    "cv_accuracy_std",
-    "fit_time_seconds",
-    "predict_time_per_row_seconds",
-)
+from model_training.candidates import DEFAULT_CANDIDATES as FAMILIES
+from model_training.evaluation import CANDIDATE_METRICS
 
 #: Hyperparameters as ``get_params`` logs them (15, a typical estimator's count).
 CHILD_PARAMS: dict[str, str] = {
@@ -177,7 +161,7 @@ def _rows(
                 continue  # a candidate that failed or is being trained logged no metrics
             values = {
                 key: round(0.85 + ((age * 7 + index * 13 + len(name)) % 150) / 1000, 6)
-                for index, key in enumerate(CHILD_METRICS)
+                for index, key in enumerate(CANDIDATE_METRICS)
             }
             metrics = values
             if parent is None:  # the session's best candidate and the champion it faced

@@ -5,14 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
-from tests.support.processes import (
-    MlflowServer,
-    auth_env,
-    postgres_server,
-    start_mlflow_server,
-    stop,
-)
+from devstack import MlflowServer, auth_env, postgres_server, start_mlflow_server
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -39,9 +32,9 @@ def mlflow_server(
             workdir, {"MLFLOW_BACKEND_STORE_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
         )
         yield server
-        stop(server.process)
+        server.stop()
         return
     with postgres_server() as pg:
         server = start_mlflow_server(workdir, pg.env)
         yield server
-        stop(server.process)
+        server.stop()

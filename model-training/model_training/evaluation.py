@@ -25,6 +25,14 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from wine_mlops.features import CLASS_IDS
 
 
+#: The test metrics every candidate's run carries, as :func:`evaluate` computes them.
+CANDIDATE_METRICS: tuple[str, ...] = (
+    "accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "precision_macro",
+    "recall_macro", "f1_macro", "log_loss", "roc_auc_ovr", "cv_accuracy_mean", "cv_accuracy_std",
+    "fit_time_seconds", "predict_time_per_row_seconds",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Split:
     """A stratified train/test split of a dataset."""

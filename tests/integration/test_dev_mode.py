@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from devstack import REPO, free_port
 from mlflow.tracking import MlflowClient
-
-from tests.support.processes import REPO, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +19,8 @@ def test_dev_runner_trains_a_champion_into_local_state(tmp_path: Path) -> None:
     result = subprocess.run(
         [
             sys.executable,
-            "tools/dev.py",
+            "-m",
+            "devstack",
             "--once",
             "--port",
             str(free_port()),

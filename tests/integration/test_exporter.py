@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from devstack import MlflowServer, free_port, start_exporter, start_mlflow_server
 from mlflow.entities import Metric, Run
 from mlflow.tracking import MlflowClient
 
@@ -27,14 +28,12 @@ from mlflow_exporter.settings import ExporterSettings
 from mlflow_exporter.source import MlflowSource
 from tests.mlflow_exporter.support import (
     FAMILIES,
-    ExporterProcess,
     get,
     insert_finished_runs,
     promtool_check,
     samples,
     value,
 )
-from tests.support.processes import MlflowServer, free_port, start_mlflow_server, stop
 
 pytestmark = pytest.mark.integration
 
@@ -185,10 +184,9 @@ def test_exported_values_equal_what_mlflow_holds(mlflow_server: MlflowServer, wo
 def test_exporter_process_serves_promtool_valid_metrics_from_real_data(
     mlflow_server: MlflowServer, world: World, tmp_path: Path
 ) -> None:
-    exporter = ExporterProcess(
+    exporter = start_exporter(
         mlflow_server.url,
-        free_port(),
-        tmp_path / "exporter.log",
+        tmp_path,
         EXPORTER_REFRESH_INTERVAL="1",
         WINE_MIN_ACCURACY="0.87",
     )
@@ -220,7 +218,7 @@ class RestartableServer:
         self.url = self.server.url
 
     def stop(self) -> None:
-        stop(self.server.process)
+        self.server.stop()
 
     def crash(self) -> None:
         """Kills the server and its workers at once, as a crash or an OOM kill would."""
@@ -364,10 +362,9 @@ def test_outage_serves_the_last_snapshot_and_recovers_by_itself(
     experiment = "outage"
     experiment_id = MlflowClient(own_server.url).create_experiment(experiment)
     insert_finished_runs(own_server.store["MLFLOW_BACKEND_STORE_URI"], experiment_id, 10)
-    exporter = ExporterProcess(
+    exporter = start_exporter(
         own_server.url,
-        free_port(),
-        tmp_path / "exporter.log",
+        tmp_path,
         EXPORTER_REFRESH_INTERVAL="0.5",
         EXPORTER_MLFLOW_TIMEOUT="2",
         EXPORTER_EXPERIMENTS=experiment,

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from devstack import MlflowServer, postgres_server, start_api, start_mlflow_server
 from mlflow.tracking import MlflowClient
 
 from tests.integration.test_training_session import train
-from tests.prediction_api.api_process import start_api
-from tests.support.processes import MlflowServer, postgres_server, start_mlflow_server, stop
 from wine_mlops.features import FEATURE_NAMES, load_wine_frame
 
 pytestmark = pytest.mark.integration
@@ -73,7 +72,7 @@ def full_disk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mlflo
         try:
             yield server
         finally:
-            stop(server.process)
+            server.stop()
 
 
 def test_a_full_artifact_store_fails_clearly_and_keeps_the_champion(

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from devstack import MlflowServer, free_port
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from model_training.promotion_lock import lock_name
-from tests.support.processes import MlflowServer, free_port
 
 pytestmark = pytest.mark.integration
 

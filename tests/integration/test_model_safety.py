@@ -17,13 +17,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from devstack import MlflowServer, Service, auth_env, start_api
 from mlflow.tracking import MlflowClient
 
 from tests.integration.test_prediction_api import predict_all, train_ok
 from tests.integration.test_training_session import train
-from tests.prediction_api.api_process import ApiProcess, start_api
 from tests.support.model_traps import pickle_trap_dir, skops_trap_dir
-from tests.support.processes import MlflowServer, auth_env
+from wine_mlops.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -43,18 +43,20 @@ def register_files(client: MlflowClient, names: dict[str, str], model_dir: Path)
     return str(version.version)
 
 
-def wait_for_refusal(api: ApiProcess, version: str) -> dict:
+def wait_for_refusal(api: Service, version: str) -> dict:
     """Waits until ``GET /model`` reports ``version`` as refused; returns that answer."""
-    deadline = time.monotonic() + 60
-    while True:
-        model = httpx.get(f"{api.url}/model").json()
-        if (model.get("refused") or {}).get("version") == version:
-            return model
-        assert time.monotonic() < deadline, api.log()[-3000:]
-        time.sleep(0.2)
+
+    def refused() -> dict | None:
+        model: dict = httpx.get(f"{api.url}/model").json()
+        return model if (model.get("refused") or {}).get("version") == version else None
+
+    try:
+        return wait_until(refused, f"version {version} refused", timeout=60)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}\n{api.log()[-3000:]}") from None
 
 
-def metric(api: ApiProcess, sample: str) -> float:
+def metric(api: Service, sample: str) -> float:
     """The value of one sample line of ``/metrics``, e.g. ``name{label="x"}``."""
     for line in httpx.get(f"{api.url}/metrics").text.splitlines():
         if line.startswith(sample + " "):
@@ -67,7 +69,7 @@ class Attack:
     """The served API, the trapped versions and what was seen after each was refused."""
 
     server: MlflowServer
-    api: ApiProcess
+    api: Service
     client: MlflowClient
     names: dict[str, str]
     markers: list[Path]

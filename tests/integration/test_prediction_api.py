@@ -20,11 +20,10 @@ from typing import Any
 import httpx
 import mlflow
 import pytest
+from devstack import MlflowServer, Service, start_api, start_mlflow_server
 
 from tests.integration.test_training_session import train
-from tests.prediction_api.api_process import ApiProcess, start_api
 from tests.prediction_api.browser import check_docs, check_form
-from tests.support.processes import MlflowServer, start_mlflow_server, stop
 from wine_mlops.features import CLASS_NAMES, FEATURE_NAMES, load_wine_frame
 from wine_mlops.healthcheck import wait_until_healthy
 
@@ -82,7 +81,7 @@ class Stack:
     """A server, the API watching it, and what was seen along the way."""
 
     server: MlflowServer
-    api: ApiProcess
+    api: Service
     names: dict[str, str]
     before_training: dict[str, httpx.Response] = field(default_factory=dict)
     v1_answers: list[dict[str, Any]] = field(default_factory=list)
@@ -275,7 +274,7 @@ def lone_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         workdir, {"MLFLOW_BACKEND_STORE_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
     )
     names = {"WINE_EXPERIMENT_NAME": "outage", "WINE_MODEL_NAME": "outage-model"}
-    api: ApiProcess | None = None
+    api: Service | None = None
     try:
         train_ok(server.url, "LogisticRegression", names)
         api = start_api(
@@ -288,11 +287,11 @@ def lone_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     finally:
         if api is not None:
             api.stop()
-        stop(server.process)
+        server.stop()
 
 
 def test_predictions_keep_working_when_mlflow_goes_away(lone_stack: Stack) -> None:
-    stop(lone_stack.server.process)
+    lone_stack.server.stop()
     deadline = time.monotonic() + 60
     while "registry look-up failed" not in lone_stack.api.log():
         assert time.monotonic() < deadline, lone_stack.api.log()[-3000:]

@@ -7,12 +7,12 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from devstack import MlflowServer, auth_env
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from model_training.promotion_lock import PromotionLock, lock_name
 from tests.integration.test_training_session import train
-from tests.support.processes import MlflowServer, auth_env
 
 pytestmark = pytest.mark.integration
 

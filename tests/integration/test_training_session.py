@@ -10,13 +10,14 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from devstack import MlflowServer, free_port
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import accuracy_score
 
 from model_training.data import load_dataset
+from model_training.evaluation import CANDIDATE_METRICS
 from model_training.session import experiment_id
-from tests.support.processes import MlflowServer, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -96,18 +97,7 @@ def test_session_logs_a_parent_run_with_one_child_per_candidate(
     assert {r.info.run_name for r in children} == CANDIDATES
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
     for child in children:
-        for metric in (
-            "accuracy",
-            "f1_macro",
-            "precision_weighted",
-            "recall_macro",
-            "log_loss",
-            "roc_auc_ovr",
-            "cv_accuracy_mean",
-            "cv_accuracy_std",
-            "fit_time_seconds",
-            "predict_time_per_row_seconds",
-        ):
+        for metric in CANDIDATE_METRICS:
             assert metric in child.data.metrics, (child.info.run_name, metric)
         assert child.data.params  # hyperparameters
     forest = next(r for r in children if r.info.run_name == "RandomForestClassifier")

@@ -17,8 +17,7 @@ from typing import Any
 
 import psycopg2
 import pytest
-
-from tests.support.processes import PostgresServer, postgres_server
+from devstack import PostgresServer, postgres_server
 
 pytestmark = pytest.mark.integration
 

@@ -1,30 +1,23 @@
-"""Helpers shared by the exporter's tests and its benchmark: real runs, real processes."""
+"""Helpers of the exporter's tests: real runs in MLflow's store, expositions checked.
+
+The exporter as a real process is started by :func:`devstack.start_exporter`.
+"""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
+from devstack import metric_value, series
 
-from tests.support.processes import auth_env, stop
-from wine_mlops.healthcheck import wait_until_healthy
+from model_training.candidates import DEFAULT_CANDIDATES
 
-#: Model families used as run names when many runs are created.
-FAMILIES: tuple[str, ...] = (
-    "RandomForestClassifier",
-    "KNeighborsClassifier",
-    "SVC",
-    "GradientBoostingClassifier",
-    "LogisticRegression",
-)
+#: Model families used as run names when many runs are created: the trainer's default ones.
+FAMILIES: tuple[str, ...] = DEFAULT_CANDIDATES
 
 
 def insert_finished_runs(
@@ -100,20 +93,10 @@ def get(url: str, timeout: float = 10.0) -> tuple[int, str]:
         return response.status, response.read().decode()
 
 
-def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Parses an exposition into {(sample name, labels): value}; fails on duplicate series."""
-    found: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            key = (sample.name, frozenset(sample.labels.items()))
-            assert key not in found, f"duplicate series {key}"
-            found[key] = sample.value
-    return found
-
-
-def value(text: str, name: str, **labels: str) -> float | None:
-    """The value of one series in an exposition, or None when it is absent."""
-    return samples(text).get((name, frozenset(labels.items())))
+#: Parses an exposition into {(sample name, labels): value}; fails on duplicate series.
+samples = series
+#: The value of one series in an exposition, or None when it is absent.
+value = metric_value
 
 
 def promtool_check(text: str) -> str:
@@ -128,69 +111,3 @@ def promtool_check(text: str) -> str:
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
     )
     return (result.stdout + result.stderr).strip() if result.returncode else ""
-
-
-class ExporterProcess:
-    """``python -m mlflow_exporter`` as a real process on 127.0.0.1."""
-
-    def __init__(self, tracking_uri: str, port: int, log_path: Path, **env: str) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow_exporter"],
-            env={
-                **{
-                    k: v
-                    for k, v in os.environ.items()
-                    if not k.startswith(("EXPORTER_", "MLFLOW_"))
-                },
-                "MLFLOW_TRACKING_URI": tracking_uri,
-                "MLFLOW_DISABLE_TELEMETRY": "true",
-                # The test's own experiments: granted to the admin only (tests of the exporter's
-                # read-only user are in tests/mlflow_server/test_auth.py).
-                **auth_env("admin"),
-                "EXPORTER_HOST": "127.0.0.1",
-                "EXPORTER_PORT": str(port),
-                **env,
-            },
-            stdout=subprocess.DEVNULL,
-            stderr=open(log_path, "wb"),  # noqa: SIM115 (the child keeps it)
-            start_new_session=True,
-        )
-        try:
-            wait_until_healthy(f"{self.url}/healthz", timeout=60, process=self.process)
-        except Exception:
-            self.stop()
-            raise RuntimeError(f"exporter did not start:\n{self.log()}") from None
-
-    def log(self) -> str:
-        """What the exporter logged so far."""
-        return self.log_path.read_text(errors="replace")
-
-    def metrics(self) -> str:
-        """One scrape of ``/metrics``."""
-        status, body = get(f"{self.url}/metrics")
-        assert status == 200
-        return body
-
-    def wait_for(
-        self,
-        name: str,
-        expected: float,
-        labels: dict[str, str] | None = None,
-        timeout: float = 30.0,
-    ) -> str:
-        """Scrapes until a series has the expected value; returns that scrape."""
-        labels = labels or {}
-        deadline = time.monotonic() + timeout
-        text = ""
-        while time.monotonic() < deadline:
-            text = self.metrics()
-            if value(text, name, **labels) == expected:
-                return text
-            time.sleep(0.2)
-        raise AssertionError(f"{name}{labels} never became {expected}; last scrape:\n{text}")
-
-    def stop(self) -> None:
-        """Stops the exporter (gunicorn master and worker)."""
-        stop(self.process)

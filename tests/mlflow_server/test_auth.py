@@ -12,13 +12,13 @@ import re
 import mlflow
 import pytest
 import requests
+from devstack import PASSWORDS, MlflowServer, auth_env
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
 from pydantic import SecretStr
 from sklearn.dummy import DummyClassifier
 
 from mlflow_server.users import ServiceUser, provision
-from tests.support.processes import TEST_PASSWORDS, MlflowServer, auth_env
 from wine_mlops.features import FEATURE_NAMES
 
 pytestmark = pytest.mark.integration
@@ -79,7 +79,7 @@ def test_a_wrong_password_gets_401(mlflow_server: MlflowServer) -> None:
     response = requests.get(
         f"{mlflow_server.url}/api/2.0/mlflow/experiments/search",
         params={"max_results": 1},
-        auth=("trainer", TEST_PASSWORDS["trainer"] + "x"),
+        auth=("trainer", PASSWORDS["trainer"] + "x"),
         timeout=10,
     )
     assert response.status_code == 401
@@ -131,7 +131,7 @@ def test_the_exporter_reads_everything_and_writes_nothing(
 def test_the_trainer_cannot_manage_users_or_read_the_metrics(
     mlflow_server: MlflowServer, version: str
 ) -> None:
-    trainer = ("trainer", TEST_PASSWORDS["trainer"])
+    trainer = ("trainer", PASSWORDS["trainer"])
     created = requests.post(
         f"{mlflow_server.url}/api/2.0/mlflow/users/create",
         json={"username": "intruder", "password": "intruder-password-1"},
@@ -160,10 +160,10 @@ def test_prometheus_reads_mlflow_metrics_on_the_ops_port_without_a_login(
 def _users(trainer_password: str) -> list[ServiceUser]:
     return [
         ServiceUser("trainer", SecretStr(trainer_password), "EDIT", "MANAGE"),
-        ServiceUser("prediction-api", SecretStr(TEST_PASSWORDS["prediction-api"]), "READ", "READ"),
+        ServiceUser("prediction-api", SecretStr(PASSWORDS["prediction-api"]), "READ", "READ"),
         ServiceUser(
             "mlflow-exporter",
-            SecretStr(TEST_PASSWORDS["mlflow-exporter"]),
+            SecretStr(PASSWORDS["mlflow-exporter"]),
             "READ",
             "READ",
             everything=True,
@@ -183,20 +183,20 @@ def _login(server: MlflowServer, user: str, password: str) -> int:
 def test_provisioning_again_changes_nothing_and_applies_a_rotated_password(
     mlflow_server: MlflowServer, version: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    admin = ("admin", SecretStr(TEST_PASSWORDS["admin"]))
+    admin = ("admin", SecretStr(PASSWORDS["admin"]))
     with caplog.at_level(logging.INFO, logger="mlflow_server.users"):
-        provision(mlflow_server.url, admin, _users(TEST_PASSWORDS["trainer"]), EXPERIMENT, MODEL)
+        provision(mlflow_server.url, admin, _users(PASSWORDS["trainer"]), EXPERIMENT, MODEL)
     changes = [r.getMessage() for r in caplog.records if "in place" not in r.getMessage()]
     assert changes == []
 
-    rotated = TEST_PASSWORDS["trainer"] + "-rotated"
+    rotated = PASSWORDS["trainer"] + "-rotated"
     try:
         provision(mlflow_server.url, admin, _users(rotated), EXPERIMENT, MODEL)
         assert _login(mlflow_server, "trainer", rotated) == 200
-        assert _login(mlflow_server, "trainer", TEST_PASSWORDS["trainer"]) == 401
+        assert _login(mlflow_server, "trainer", PASSWORDS["trainer"]) == 401
     finally:
-        provision(mlflow_server.url, admin, _users(TEST_PASSWORDS["trainer"]), EXPERIMENT, MODEL)
-    assert _login(mlflow_server, "trainer", TEST_PASSWORDS["trainer"]) == 200
+        provision(mlflow_server.url, admin, _users(PASSWORDS["trainer"]), EXPERIMENT, MODEL)
+    assert _login(mlflow_server, "trainer", PASSWORDS["trainer"]) == 200
 
 
 def test_provisioning_with_a_wrong_admin_password_says_so(mlflow_server: MlflowServer) -> None:

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
+from devstack import MlflowServer, postgres_server, start_mlflow_server
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.processes import MlflowServer, postgres_server, start_mlflow_server, stop
+from wine_mlops.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -37,13 +36,6 @@ def _store_metrics(server: MlflowServer) -> dict[str, float]:
     return found
 
 
-def _eventually(check: Callable[[], bool], what: str, timeout: float = 45) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.5)
-
-
 def _ready(server: MlflowServer) -> int:
     return requests.get(f"{server.ops_url}/readyz", timeout=10).status_code
 
@@ -56,17 +48,17 @@ def test_a_database_outage_makes_the_server_unready_until_it_is_back(tmp_path: P
             metrics = _store_metrics(server)
             assert metrics["up:tracking"] == metrics["up:auth"] == 1
             with pg.outage():
-                _eventually(lambda: _ready(server) == 503, "/readyz answers 503")
+                wait_until(lambda: _ready(server) == 503, "/readyz answers 503", timeout=45)
                 # MLflow's own health endpoint does not notice: why the launcher probes.
                 assert requests.get(f"{server.url}/health", timeout=10).status_code == 200
                 metrics = _store_metrics(server)
                 assert metrics["up:tracking"] == metrics["up:auth"] == 0
-            _eventually(lambda: _ready(server) == 200, "/readyz answers 200 again")
+            wait_until(lambda: _ready(server) == 200, "/readyz answers 200 again", timeout=45)
             assert _store_metrics(server)["up:tracking"] == 1
             assert "tracking store: unavailable" in server.log()
             assert "tracking store: available" in server.log()
         finally:
-            stop(server.process)
+            server.stop()
 
 
 def test_a_full_or_lost_artifact_volume_shows_on_the_metrics_without_unreadiness(
@@ -90,16 +82,20 @@ def test_a_full_or_lost_artifact_volume_shows_on_the_metrics_without_unreadiness
                 out.write(b"\0" * 65536)
         # The alert's condition: less than 1% free (prometheus/rules/alerts.yml).
         size = metrics["size"]
-        _eventually(lambda: _store_metrics(server)["free"] < 0.01 * size, "the volume is full")
+        wait_until(
+            lambda: _store_metrics(server)["free"] < 0.01 * size, "the volume is full", timeout=45
+        )
         assert _ready(server) == 200  # reading runs and models still works
 
         filler.unlink()
         subprocess.run(["umount", str(artifacts)], check=True)
         artifacts.rmdir()  # the volume is gone
-        _eventually(lambda: _store_metrics(server)["up:artifacts"] == 0, "artifacts are down")
+        wait_until(
+            lambda: _store_metrics(server)["up:artifacts"] == 0, "artifacts are down", timeout=45
+        )
         assert "artifacts store: unavailable" in server.log()
         assert _ready(server) == 200
     finally:
         if server is not None:
-            stop(server.process)
+            server.stop()
         subprocess.run(["umount", "-l", str(artifacts)], check=False, capture_output=True)

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
+
+from wine_mlops.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS_DIR = REPO / "grafana" / "dashboards"
@@ -220,14 +221,16 @@ def wait_for_targets_up(prometheus_url: str, timeout: float = 120.0) -> None:
     Raises:
         TimeoutError: Naming the targets still down when ``timeout`` seconds have passed.
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        down = targets_not_up(prometheus_url)
-        if not down:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"targets not up after {timeout:.0f} s: {down}")
-        time.sleep(1)
+    down: list[dict[str, Any]] = []
+
+    def all_up() -> bool:
+        down[:] = targets_not_up(prometheus_url)
+        return not down
+
+    try:
+        wait_until(all_up, "every target up", timeout=timeout, interval=1)
+    except TimeoutError:
+        raise TimeoutError(f"targets not up after {timeout:.0f} s: {down}") from None
 
 
 def alerts(prometheus_url: str, state: str | None = None) -> list[dict[str, Any]]:
@@ -264,15 +267,17 @@ def wait_for_alert(
         TimeoutError: With the alerts seen last, when ``timeout`` seconds have passed.
     """
     wanted = {"alertname": name, **(labels or {})}
-    deadline = time.monotonic() + timeout
-    while True:
-        seen = alerts(prometheus_url)
-        for alert in seen:
-            if alert["state"] == state and wanted.items() <= alert["labels"].items():
-                return alert
-        if time.monotonic() > deadline:
-            summary = [(a["labels"].get("alertname"), a["state"]) for a in seen]
-            raise TimeoutError(
-                f"{name} {labels or ''} not {state} after {timeout:.0f} s: {summary}"
-            )
-        time.sleep(1)
+    seen: list[dict[str, Any]] = []
+
+    def reached() -> dict[str, Any] | None:
+        seen[:] = alerts(prometheus_url)
+        matching = (a for a in seen if a["state"] == state)
+        return next((a for a in matching if wanted.items() <= a["labels"].items()), None)
+
+    try:
+        return wait_until(reached, f"{name} {state}", timeout=timeout, interval=1)
+    except TimeoutError:
+        summary = [(a["labels"].get("alertname"), a["state"]) for a in seen]
+        raise TimeoutError(
+            f"{name} {labels or ''} not {state} after {timeout:.0f} s: {summary}"
+        ) from None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,16 +80,6 @@ def test_every_panel_uses_only_the_provisioned_datasource_uid() -> None:
         assert foreign_datasources(board) == [], uid
 
 
-def test_the_datasource_check_catches_another_uid_or_a_missing_one() -> None:
-    board = load_dashboards()["wine-platform"]
-    other = copy.deepcopy(board)
-    other["panels"][1]["targets"][0]["datasource"] = {"type": "prometheus", "uid": "abc123"}
-    assert foreign_datasources(other) == [".panels[1].targets[0].datasource"]
-    missing = copy.deepcopy(board)
-    del missing["panels"][1]["datasource"]
-    assert foreign_datasources(missing) == [".panels[1] (no datasource)"]
-
-
 def test_dashboards_answer_the_issue_questions() -> None:
     titles = {
         uid: {panel["title"] for panel in board["panels"]}
@@ -162,31 +150,6 @@ def test_panel_queries_are_extracted_with_variables_substituted() -> None:
     )
     assert substitute('x{e=~"[[experiment]]"}', {"experiment": "wine"}) == 'x{e=~"wine"}'
     assert substitute("x[$__interval]", {"__interval": "30s"}) == "x[30s]"
-
-
-def test_panel_queries_read_rows_and_every_dashboard(tmp_path: Path) -> None:
-    board = {
-        "uid": "t",
-        "panels": [
-            {
-                "title": "row",
-                "type": "row",
-                "panels": [
-                    {"title": "inner", "targets": [{"refId": "A", "expr": "up"}]},
-                ],
-            },
-            {"title": "outer", "targets": [{"refId": "B", "expr": "vector(1)"}, {"refId": "C"}]},
-        ],
-        "templating": {
-            "list": [{"type": "query", "name": "v", "query": {"query": "label_values(job)"}}]
-        },
-    }
-    (tmp_path / "t.json").write_text(json.dumps(board))
-    assert [(q.panel, q.ref_id, q.expr) for q in panel_queries(tmp_path)] == [
-        ("variable v", "var", 'count by (job) ({__name__=~".+"})'),
-        ("inner", "A", "up"),
-        ("outer", "B", "vector(1)"),
-    ]
 
 
 def test_grafana_provisioning_points_at_prometheus_and_the_dashboards() -> None:

@@ -10,11 +10,9 @@ stack's own. Then the helpers of :mod:`tests.monitoring.panels` are checked agai
 
 from __future__ import annotations
 
-import os
+import contextlib
 import re
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,15 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from devstack import (
+    Service,
+    auth_env,
+    free_port,
+    start_api,
+    start_exporter,
+    start_mlflow_server,
+    start_prometheus,
+)
 
 from tests.monitoring.conftest import PROMETHEUS_DIR
 from tests.monitoring.panels import (
@@ -32,15 +39,8 @@ from tests.monitoring.panels import (
     targets_not_up,
     wait_for_alert,
 )
-from tests.support.processes import (
-    MlflowServer,
-    auth_env,
-    free_port,
-    start_mlflow_server,
-    stop,
-)
 from wine_mlops.features import FEATURE_NAMES
-from wine_mlops.healthcheck import wait_until_healthy
+from wine_mlops.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -52,28 +52,6 @@ class Live:
     url: str
     addresses: dict[str, str]
     decoy: str
-
-
-def _service(module: str, workdir: Path, health: str, env: dict[str, str]) -> subprocess.Popen:
-    port = env.get("EXPORTER_PORT") or env["API_PORT"]
-    log = workdir / f"{module}.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", module],
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "WINE_"))},
-            "MLFLOW_DISABLE_TELEMETRY": "true",
-            **env,
-        },
-        stdout=open(log, "wb"),  # noqa: SIM115 (the child keeps it)
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}{health}", 90, process)
-    except Exception:
-        stop(process)
-        raise RuntimeError(f"{module} did not start:\n{log.read_text(errors='replace')}") from None
-    return process
 
 
 def _test_config(workdir: Path, addresses: dict[str, str], decoy: str) -> Path:
@@ -98,46 +76,33 @@ def live(
     tmp_path_factory: pytest.TempPathFactory, prometheus_binary: str, promtool: str
 ) -> Iterator[Live]:
     workdir = tmp_path_factory.mktemp("live-prometheus")
-    processes: list[subprocess.Popen] = []
-    server: MlflowServer | None = None
+    services: list[Service] = []
     try:
         server = start_mlflow_server(
             workdir, {"MLFLOW_BACKEND_STORE_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
         )
-        exporter_port, api_port, prometheus_port = free_port(), free_port(), free_port()
-        common = {"MLFLOW_TRACKING_URI": server.url}  # each service logs in as its own user
-        processes.append(
-            _service(
-                "mlflow_exporter",
-                workdir,
-                "/healthz",
-                {
-                    **common,
-                    **auth_env("mlflow-exporter"),
-                    "EXPORTER_HOST": "127.0.0.1",
-                    "EXPORTER_PORT": str(exporter_port),
-                    "EXPORTER_REFRESH_INTERVAL": "1",
-                },
-            )
+        services.append(server)
+        # each service logs in as its own user
+        exporter = start_exporter(
+            server.url,
+            workdir,
+            login=auth_env("mlflow-exporter"),
+            EXPORTER_REFRESH_INTERVAL="1",
         )
-        processes.append(
-            _service(
-                "prediction_api",
-                workdir,
-                "/healthz",
-                {
-                    **common,
-                    **auth_env("prediction-api"),
-                    "API_HOST": "127.0.0.1",
-                    "API_PORT": str(api_port),
-                    "WINE_WATCH_INTERVAL_SECONDS": "2",
-                },
-            )
+        services.append(exporter)
+        api = start_api(
+            server.url,
+            workdir,
+            wait_ready=False,
+            login=auth_env("prediction-api"),
+            WINE_WATCH_INTERVAL_SECONDS="2",
         )
+        services.append(api)
+        prometheus_port = free_port()
         addresses = {
             "prometheus": f"127.0.0.1:{prometheus_port}",
-            "prediction-api": f"127.0.0.1:{api_port}",
-            "mlflow-exporter": f"127.0.0.1:{exporter_port}",
+            "prediction-api": api.url.removeprefix("http://"),
+            "mlflow-exporter": exporter.url.removeprefix("http://"),
             "mlflow-server": server.ops_url.removeprefix("http://"),  # the unpublished ops port
         }
         decoy = f"localhost:{free_port()}"  # nothing listens there
@@ -146,48 +111,31 @@ def live(
             [promtool, "check", "config", str(config)], capture_output=True, text=True
         )
         assert checked.returncode == 0, checked.stdout + checked.stderr
-        log = workdir / "prometheus.log"
-        processes.append(
-            subprocess.Popen(
-                [
-                    prometheus_binary,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={workdir / 'data'}",
-                    "--storage.tsdb.retention.time=1h",
-                    f"--web.listen-address=127.0.0.1:{prometheus_port}",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=open(log, "wb"),  # noqa: SIM115 (the child keeps it)
-                start_new_session=True,
-            )
-        )
-        url = f"http://127.0.0.1:{prometheus_port}"
-        wait_until_healthy(f"{url}/-/ready", 60, processes[-1])
-        yield Live(url, addresses, decoy)
+        prometheus = start_prometheus(prometheus_binary, config, workdir, prometheus_port)
+        services.append(prometheus)
+        yield Live(prometheus.url, addresses, decoy)
     finally:
-        for process in reversed(processes):
-            stop(process)
-        if server is not None:
-            stop(server.process)
+        for service in reversed(services):
+            service.stop()
 
 
 def _wait_for(url: str, promql: str, timeout: float = 60) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = instant_query(url, promql)
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(1)
+    """The result of ``promql`` once it is not empty (empty when ``timeout`` passed first)."""
+    try:
+        return wait_until(lambda: instant_query(url, promql), promql, timeout=timeout, interval=1)
+    except TimeoutError:
+        return []
 
 
 def test_every_job_is_scraped_with_relabelled_instances(live: Live) -> None:
-    result = _wait_for(
-        live.url, "count by (job) (up == 1) == 1 and on (job) count by (job) (up)", 60
-    )
-    deadline = time.monotonic() + 60
-    while len(result) < 4 and time.monotonic() < deadline:  # all four jobs up at once
-        time.sleep(1)
-        result = instant_query(live.url, "up == 1")
+    _wait_for(live.url, "count by (job) (up == 1) == 1 and on (job) count by (job) (up)", 60)
+    with contextlib.suppress(TimeoutError):  # all four jobs up at once
+        wait_until(
+            lambda: len(instant_query(live.url, "up == 1")) >= 4,
+            "4 jobs up",
+            timeout=60,
+            interval=1,
+        )
     up = {(s["metric"]["job"], s["metric"]["instance"]) for s in instant_query(live.url, "up == 1")}
     # The instance label is the host without the port (relabel_configs).
     assert up == {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,6 +19,7 @@ from prediction_api.reference import ReferenceStats, load_reference_stats
 from prediction_api.settings import ApiSettings
 from tests.prediction_api.registry import InMemoryRegistry
 from wine_mlops.features import FEATURE_NAMES, TARGET, load_wine_frame
+from wine_mlops.waiting import wait_until
 
 
 @pytest.fixture(scope="session")
@@ -54,11 +54,7 @@ def registry() -> InMemoryRegistry:
 
 def wait_for(condition: Callable[[], object], timeout: float = 10.0) -> None:
     """Waits until ``condition()`` is truthy (for the watcher thread to act)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.01)
+    wait_until(condition, "the watcher to act", timeout=timeout, interval=0.01)
 
 
 def problem(answer: httpx.Response, status: int) -> dict[str, Any]:

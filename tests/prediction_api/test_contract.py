@@ -15,11 +15,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from devstack import Service, free_port, start_api, start_mlflow_server
 
 from tests.integration.test_training_session import train
-from tests.prediction_api.api_process import ApiProcess, start_api
 from tests.prediction_api.contract import FIXED_SEED, check_contract
-from tests.support.processes import free_port, start_mlflow_server, stop
 
 pytestmark = pytest.mark.integration
 
@@ -28,13 +27,13 @@ NAMES = {"WINE_EXPERIMENT_NAME": "contract", "WINE_MODEL_NAME": "contract-model"
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProcess]:
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """The API serving a real champion, trained on a private MLflow server."""
     workdir = tmp_path_factory.mktemp("contract")
     server = start_mlflow_server(
         workdir, {"MLFLOW_BACKEND_STORE_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
     )
-    process: ApiProcess | None = None
+    process: Service | None = None
     try:
         training = train(
             server.url, "--candidates", "LogisticRegression", "--cv-folds", "2", **NAMES
@@ -45,14 +44,14 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProcess]:
     finally:
         if process is not None:
             process.stop()
-        stop(server.process)
+        server.stop()
 
 
 @pytest.mark.parametrize(
     "seed", [FIXED_SEED, RANDOM_SEED], ids=[f"seed-{FIXED_SEED}", f"random-seed-{RANDOM_SEED}"]
 )
 def test_schemathesis_finds_nothing_against_the_serving_api(
-    api: ApiProcess, seed: int, tmp_path: Path
+    api: Service, seed: int, tmp_path: Path
 ) -> None:
     print(f"schemathesis seed: {seed}")  # noqa: T201 (shown with the failure, to replay it)
     run = check_contract(api.url, seed, max_examples=100, workdir=tmp_path)
