@@ -160,6 +160,20 @@ class MlflowSettings(ServiceSettings):
             os.environ["MLFLOW_TRACKING_USERNAME"] = self.tracking_username
             os.environ["MLFLOW_TRACKING_PASSWORD"] = self.tracking_password.get_secret_value()
 
+    def use_tracking_uri(self) -> None:
+        """Makes :attr:`tracking_uri` the process's MLflow server (``mlflow.set_tracking_uri``).
+
+        The stack's rule for MLflow's process-wide state (tracking URI, login, HTTP retries):
+        only a process's entry point sets it, once, from its settings, before the first MLflow
+        request; library code never does. The API and the exporter set no tracking URI at
+        all: they name the server on each ``MlflowClient``. The training's fluent logging
+        (``mlflow.start_run``, ``log_model``, ``register_model``) has no per-call server, so
+        its entry point calls this; in-process callers of a session (tests) do the same.
+        """
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+
 
 #: MLflow's HTTP client reads these from the process environment on every request.
 MLFLOW_HTTP_MAX_RETRIES = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"

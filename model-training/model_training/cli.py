@@ -71,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     if settings is None:
         return EXIT_INVALID_INPUT
     configure_logging(settings.log_level)
+    # MLflow's process-wide state, set here once (wine_mlops.settings: only entry points do)
     settings.use_credentials()
+    settings.use_tracking_uri()
     use_mlflow_http()  # MLflow's own retries: a session waits for the server, then persists
     # MLflow's hints about integer columns and ambiguous dataset sources do not apply here.
     warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")

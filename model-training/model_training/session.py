@@ -386,6 +386,11 @@ def _unchanged_champion(client: MlflowClient, settings: TrainingSettings) -> str
 def run_session(dataset: Dataset, settings: TrainingSettings) -> SessionResult:
     """Trains, logs, registers and (maybe) promotes, as one parent run with nested runs.
 
+    The session logs through MLflow's fluent API into the process's tracking server, which
+    the caller sets beforehand with ``settings.use_tracking_uri()`` (the CLI does; the stack's
+    rule is that only entry points set MLflow's process-wide state). Runs are started by
+    experiment id and tracked per thread, so sessions may run in parallel threads.
+
     Args:
         dataset: A validated dataset.
         settings: The session settings.
@@ -394,6 +399,7 @@ def run_session(dataset: Dataset, settings: TrainingSettings) -> SessionResult:
         The registered version and the promotion decision.
 
     Raises:
+        RuntimeError: When the process's tracking URI is not ``settings.tracking_uri``.
         TrackingServerUnavailableError: When MLflow cannot be reached.
         SessionFailedError: When logging a run, an artifact or a model fails (e.g. the artifact
             store is full); the runs end as failed, nothing is registered.
@@ -412,8 +418,12 @@ def run_session(dataset: Dataset, settings: TrainingSettings) -> SessionResult:
         len(split.y_train),
         len(split.y_test),
     )
+    if mlflow.get_tracking_uri() != settings.tracking_uri:
+        raise RuntimeError(
+            f"MLflow's tracking URI is {mlflow.get_tracking_uri()!r}, not the session's "
+            f"{settings.tracking_uri!r}: call settings.use_tracking_uri() first"
+        )
     wait_for_tracking_server(settings)
-    mlflow.set_tracking_uri(settings.tracking_uri)
     client = MlflowClient()
     experiment = experiment_id(client, settings.experiment_name)
     session_name = f"training-session-{datetime.now(UTC):%Y%m%d-%H%M%S}"

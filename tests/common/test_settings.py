@@ -73,3 +73,14 @@ def test_use_mlflow_http_leaves_mlflows_defaults_when_a_service_has_none() -> No
     environ: dict[str, str] = {}
     assert use_mlflow_http(environ=environ) == {"MLFLOW_DISABLE_TELEMETRY": "true"}
     assert environ == {"MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
+def test_use_tracking_uri_points_mlflows_fluent_api_at_the_settings_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://elsewhere:5000")
+    monkeypatch.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", None)
+    MlflowSettings(MLFLOW_TRACKING_URI="http://mlflow-server:5000").use_tracking_uri()
+    assert mlflow.get_tracking_uri() == "http://mlflow-server:5000"

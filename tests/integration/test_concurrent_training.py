@@ -51,6 +51,7 @@ def _run_sessions(
 ) -> dict[str, SessionResult]:
     """Runs one session per thread (named by the dict's keys); raises the first failure."""
     dataset = load_dataset()
+    next(iter(sessions.values())).use_tracking_uri()  # as the trainer's entry point does
     outcomes: dict[str, SessionResult | BaseException] = {}
 
     def target(name: str, settings: TrainingSettings) -> None:

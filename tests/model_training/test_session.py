@@ -1,0 +1,19 @@
+"""A session logs only into the tracking server its entry point made the process's."""
+
+import mlflow
+import pytest
+
+from model_training.data import load_dataset
+from model_training.session import run_session
+from model_training.settings import TrainingSettings
+
+
+def test_a_session_refuses_a_server_other_than_the_processs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    monkeypatch.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", None)
+    settings = TrainingSettings(MLFLOW_TRACKING_URI="http://mlflow-server:5000")
+    with pytest.raises(RuntimeError, match=r"call settings\.use_tracking_uri\(\) first"):
+        run_session(load_dataset(), settings)
+    assert mlflow.get_tracking_uri() == "http://127.0.0.1:9"  # nothing global was changed
