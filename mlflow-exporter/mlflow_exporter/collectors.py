@@ -3,7 +3,8 @@
 Each collector reads the current :class:`~mlflow_exporter.refresher.ExporterState` once per
 scrape through a callable (e.g. ``refresher`` ``.state``), so one scrape shows one refresh.
 Register them in a private :class:`prometheus_client.CollectorRegistry` (see
-:func:`build_registry`); their ``describe()`` lists the metric names without reading state.
+:func:`build_registry`), which does not call ``describe()`` (auto-describe is off), so they
+have none: only ``collect()``.
 """
 
 from __future__ import annotations
@@ -25,21 +26,7 @@ from wine_mlops.settings import DEFAULT_MIN_ACCURACY
 StateReader = Callable[[], ExporterState]
 
 
-class _SnapshotCollector(Collector):
-    """Base of the collectors whose families are fixed: ``describe()`` reads no state."""
-
-    def __init__(self, state: StateReader) -> None:
-        self._state = state
-
-    def _families(self) -> tuple[Metric, ...]:
-        raise NotImplementedError
-
-    def describe(self) -> Iterator[Metric]:
-        """The metric families, without samples (does not read the state)."""
-        yield from self._families()
-
-
-class RunCollector(_SnapshotCollector):
+class RunCollector(Collector):
     """Runs: the latest finished run of each (experiment, run name) and run counts.
 
     Exposition (one series per experiment, run name and sanitised metric key; a run name
@@ -58,7 +45,13 @@ class RunCollector(_SnapshotCollector):
     The runs are the newest of each experiment (``EXPORTER_RUNS_PER_EXPERIMENT``): the counts
     are the experiment's counts while it holds fewer runs, else the status mix of its newest
     runs (``mlflow_exporter_run_cap_reached`` is then 1).
+
+    Args:
+        state: Returns the current exporter state.
     """
+
+    def __init__(self, state: StateReader) -> None:
+        self._state = state
 
     def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
         return (
@@ -98,7 +91,7 @@ class RunCollector(_SnapshotCollector):
         yield from (metrics, starts, counts)
 
 
-class RegistryCollector(_SnapshotCollector):
+class RegistryCollector(Collector):
     """The model registry: aliases, the metrics of the runs behind them, version counts.
 
     Exposition::
@@ -115,7 +108,13 @@ class RegistryCollector(_SnapshotCollector):
         # HELP mlflow_model_versions Versions of a registered model.
         # TYPE mlflow_model_versions gauge
         mlflow_model_versions{model="wine-classifier"} 6.0
+
+    Args:
+        state: Returns the current exporter state.
     """
+
+    def __init__(self, state: StateReader) -> None:
+        self._state = state
 
     def _families(self) -> tuple[GaugeMetricFamily, ...]:
         return (
@@ -235,13 +234,6 @@ class ExporterCollector(Collector):
     def __init__(self, state: StateReader, clock: Callable[[], float] = time.time) -> None:
         self._state = state
         self._clock = clock
-
-    def describe(self) -> Iterator[Metric]:
-        """The metric families, without samples (does not read the state)."""
-        for name, (kind, doc) in _EXPORTER_METRICS.items():
-            family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
-            labels = ["kind"] if name == "mlflow_exporter_dropped_items" else None
-            yield family(name, doc, labels=labels)
 
     def collect(self) -> Iterator[Metric]:
         """The families for the current state, the snapshot age computed now."""

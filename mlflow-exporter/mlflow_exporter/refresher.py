@@ -34,7 +34,6 @@ class ExporterState:
         refreshes: Refreshes attempted so far.
         errors: Refreshes that failed so far.
         last_error: The last failure's message, or None.
-        started: Unix time the exporter started.
     """
 
     snapshot: Snapshot | None = None
@@ -44,7 +43,6 @@ class ExporterState:
     refreshes: int = 0
     errors: int = 0
     last_error: str | None = None
-    started: float = 0.0
 
 
 class Refresher:
@@ -73,7 +71,7 @@ class Refresher:
         self._interval = interval
         self._min_pause = min_pause
         self._clock = clock
-        self._state = ExporterState(started=clock())
+        self._state = ExporterState()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

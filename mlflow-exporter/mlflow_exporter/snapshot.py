@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 #: Run statuses MLflow knows; each experiment reports a count for every one of them.
 RUN_STATUSES: tuple[str, ...] = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 
-#: What the cardinality caps can drop; ``mlflow_exporter_dropped`` reports each kind.
+#: What the cardinality caps can drop; ``mlflow_exporter_dropped_items`` reports each kind.
 DROP_KINDS: tuple[str, ...] = ("experiments", "run_names", "metrics", "models")
 
 #: Longest label value the exporter emits (longer names are cut).

@@ -76,7 +76,7 @@ def test_exporter_reports_its_own_state_and_the_age_grows(snapshot: Snapshot, cl
 
 
 def test_before_the_first_refresh_only_the_exporter_metrics_show(clock: Clock) -> None:
-    registry = registry_for(ExporterState(started=clock.now), clock)
+    registry = registry_for(ExporterState(), clock)
     text = generate_latest(registry).decode()
     assert registry.get_sample_value("mlflow_up") == 0
     assert registry.get_sample_value("mlflow_exporter_last_refresh_success_timestamp_seconds") == 0
