@@ -31,9 +31,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 log = logging.getLogger(__name__)
 
-#: The databases whose outage makes the server unready.
-DATABASES = ("tracking", "auth")
-
 
 def local_artifact_folder(destination: str) -> Path | None:
     """The local folder of an artifacts destination, or None for a remote store (s3://...)."""

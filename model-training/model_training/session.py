@@ -130,10 +130,8 @@ class SessionResult:
 
     parent_run_id: str
     experiment_id: str
-    best: str
     version: str
     decision: Decision
-    metrics: dict[str, float]
 
 
 def split_dataset(dataset: Dataset, test_size: float, seed: int) -> Split:
@@ -457,10 +455,8 @@ def run_session(dataset: Dataset, settings: TrainingSettings) -> SessionResult:
         return SessionResult(
             parent_run_id=parent.info.run_id,
             experiment_id=parent.info.experiment_id,
-            best=best.name,
             version=version,
             decision=decision,
-            metrics=best.metrics,
         )
 
 
