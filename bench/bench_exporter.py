@@ -27,6 +27,7 @@ Usage: python bench/bench_exporter.py
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -43,6 +44,7 @@ from mlflow.tracking import MlflowClient
 from seed_runs import Seeded, seed_runs
 
 from wine_mlops.logs import configure_logging
+from wine_mlops.waiting import wait_until
 
 log = logging.getLogger("bench_exporter")
 
@@ -133,16 +135,19 @@ def measure_size(server_url: str, workdir: Path, size: int, seeded: Seeded) -> F
         measure(f"{exporter.url}/metrics", 20)  # warm-up
         scrapes = measure(f"{exporter.url}/metrics", SCRAPES)
         # the slowest refresh of a few, read from the exporter itself
-        slowest = 0.0
-        seen: set[float | None] = set()
-        deadline = time.monotonic() + 30
-        while len(seen) < 4 and time.monotonic() < deadline:
-            text = exporter.metrics()
-            total = value(text, "mlflow_exporter_refreshes_total")
-            if total not in seen:
-                seen.add(total)
-                slowest = max(slowest, value(text, "mlflow_exporter_refresh_duration_seconds") or 0)
-            time.sleep(0.05)
+        durations: dict[float | None, float] = {}  # by refresh count
+        scraped = [""]
+
+        def four_refreshes_seen() -> bool:
+            scraped[0] = exporter.metrics()
+            total = value(scraped[0], "mlflow_exporter_refreshes_total")
+            duration = value(scraped[0], "mlflow_exporter_refresh_duration_seconds")
+            durations.setdefault(total, duration or 0)
+            return len(durations) >= 4
+
+        with contextlib.suppress(TimeoutError):
+            wait_until(four_refreshes_seen, "four refreshes", timeout=30, interval=0.05)
+        slowest, text = max(durations.values()), scraped[0]
         exact = all(
             value(
                 text,
