@@ -24,7 +24,6 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 
 from wine_mlops.features import CLASS_IDS
 
-
 #: The test metrics every candidate's run carries, as :func:`evaluate` computes them.
 CANDIDATE_METRICS: tuple[str, ...] = (
     "accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "precision_macro",
