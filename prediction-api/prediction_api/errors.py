@@ -13,14 +13,15 @@ that status's phrase (RFC 9110); ``detail`` is one line a person can read. Inval
 (422) adds ``errors``: each problem with its ``field``, a plain ``problem`` sentence and the
 pydantic ``type``. ``message`` repeats ``detail`` for clients of the earlier error shape.
 Input values are never echoed raw (NaN or a 1,000-row batch would not fit in JSON or in a
-log line). :func:`install` registers the handlers and documents the shape in OpenAPI;
-:func:`problem_responses` is what routes declare.
+log line). :func:`install` registers the handlers (including those of the domain errors,
+such as :class:`~prediction_api.predictor.NoModelLoadedError` → 503) and documents the shape
+in OpenAPI; :func:`problem_responses` is what routes declare.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -31,7 +32,8 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from prediction_api.schemas import FEATURE_SPECS, LEGACY_QUERY_NAMES
+from prediction_api.predictor import NoModelLoadedError
+from prediction_api.schemas import FEATURE_SPECS
 from wine_mlops.features import FEATURE_NAMES
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -39,6 +41,8 @@ _SPEC = {spec.name: spec for spec in FEATURE_SPECS}
 _MAX_LISTED = 5
 #: RFC 9110's phrases where Python 3.11's differ.
 _TITLES = {413: "Content Too Large", 422: "Unprocessable Content"}
+#: Seconds a client should wait before asking again while no model is loaded.
+RETRY_AFTER_SECONDS = 5
 
 
 class FieldError(BaseModel):
@@ -134,12 +138,24 @@ def _field(loc: Sequence[str | int]) -> str:
     return text or "body"
 
 
-def describe(error: dict[str, Any], batch_limit: int | None = None) -> str:
-    """One plain sentence for one pydantic error, naming the field."""
+def describe(
+    error: dict[str, Any],
+    batch_limit: int | None = None,
+    query_names: Mapping[str, str] | None = None,
+) -> str:
+    """One plain sentence for one pydantic error, naming the field.
+
+    Args:
+        error: One error of pydantic's ``errors()``.
+        batch_limit: The largest batch, for the empty-batch message.
+        query_names: Query parameter → feature name, for parameters named otherwise
+            (``feature_3`` → ``ash``).
+    """
+    query_names = query_names or {}
     loc = error.get("loc", ())
     where = _field(loc)
     name = str(loc[-1]) if loc else ""
-    feature = LEGACY_QUERY_NAMES.get(name, name)
+    feature = query_names.get(name, name)
     spec = _SPEC.get(feature)
     unit = f" {spec.unit}" if spec and spec.unit else ""
     if feature != name:
@@ -151,7 +167,9 @@ def describe(error: dict[str, Any], batch_limit: int | None = None) -> str:
         return f"{where}: required field is missing"
     if kind == "extra_forbidden":
         if loc and loc[0] == "query":
-            return f"{where}: unknown parameter; expected only feature_1 to feature_13"
+            known = list(query_names)
+            expected = f"; expected only {known[0]} to {known[-1]}" if known else ""
+            return f"{where}: unknown parameter{expected}"
         return f"{where}: unknown field; expected only the 13 features ({', '.join(FEATURE_NAMES)})"
     if kind in ("float_type", "float_parsing"):
         return f"{where}: must be a number, got {_show(value)}"
@@ -180,21 +198,29 @@ def describe(error: dict[str, Any], batch_limit: int | None = None) -> str:
     return f"{where}: {error.get('msg', 'invalid value')}"
 
 
-def problems(errors: Sequence[Any], batch_limit: int | None = None) -> list[dict[str, str]]:
-    """The ``errors`` items of an invalid-input answer."""
+def problems(
+    errors: Sequence[Any],
+    batch_limit: int | None = None,
+    query_names: Mapping[str, str] | None = None,
+) -> list[dict[str, str]]:
+    """The ``errors`` items of an invalid-input answer (arguments as :func:`describe`'s)."""
     return [
         {
             "field": _field(e.get("loc", ())),
-            "problem": describe(e, batch_limit),
+            "problem": describe(e, batch_limit, query_names),
             "type": str(e.get("type", "")),
         }
         for e in errors
     ]
 
 
-def validation_response(errors: Sequence[Any], batch_limit: int | None = None) -> ProblemResponse:
+def validation_response(
+    errors: Sequence[Any],
+    batch_limit: int | None = None,
+    query_names: Mapping[str, str] | None = None,
+) -> ProblemResponse:
     """A 422 answer listing each problem; ``detail`` names the first few."""
-    items = problems(errors, batch_limit)
+    items = problems(errors, batch_limit, query_names)
     detail = "; ".join(item["problem"] for item in items[:_MAX_LISTED])
     if len(items) > _MAX_LISTED:
         detail += f"; and {len(items) - _MAX_LISTED} more problem(s)"
@@ -268,17 +294,22 @@ def _document(openapi: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, A
     return with_problems
 
 
-def install(app: FastAPI, batch_limit: int) -> None:
+def install(app: FastAPI, batch_limit: int, query_names: Mapping[str, str]) -> None:
     """Turns every error into a problem answer and documents the shape in ``app.openapi()``.
 
     Args:
         app: The application.
         batch_limit: The largest batch, for the empty-batch message.
+        query_names: Query parameter → feature name (the legacy query's ``feature_N``).
     """
 
     async def on_validation_error(_: Request, exc: Exception) -> ProblemResponse:
         errors = exc.errors() if isinstance(exc, RequestValidationError) else []
-        return validation_response(errors, batch_limit)
+        return validation_response(errors, batch_limit, query_names)
+
+    async def on_no_model(_: Request, exc: Exception) -> ProblemResponse:
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        return problem_response(503, str(exc), headers=headers)
 
     async def on_http_error(request: Request, exc: Exception) -> ProblemResponse:
         status = getattr(exc, "status_code", 500)
@@ -296,6 +327,7 @@ def install(app: FastAPI, batch_limit: int) -> None:
         return problem_response(500, "an unexpected error; the API log has the details")
 
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(NoModelLoadedError, on_no_model)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected_error)
     app.openapi = _document(app.openapi)  # type: ignore[method-assign]

@@ -47,6 +47,16 @@ class MlflowRegistrySource:
             source=f"models:/{self._name}/{version.version}",
         )
 
+    def run_metrics(self, ref: VersionRef) -> dict[str, float]:
+        """The metrics of the run that logged the version: its test metrics (``accuracy``, …).
+
+        The one source of these numbers: the training job logs them on the run, and the
+        version carries no copy of them. Read once, when the version is loaded.
+        """
+        if ref.run_id is None:
+            return {}
+        return dict(self._registry().get_run(ref.run_id).data.metrics)
+
     def load(self, ref: VersionRef) -> Any:
         """Loads a version's estimator safely (:func:`wine_mlops.model_files.load_model_version`).
 

@@ -9,7 +9,7 @@ passes, but a magnesium of 5,000 mg/L does not).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -57,7 +57,7 @@ FEATURE_SPECS: Final[tuple[FeatureSpec, ...]] = tuple(
 )
 
 
-def _feature_field(spec: FeatureSpec, description: str = "", **extra: Any) -> Any:
+def feature_field(spec: FeatureSpec, description: str = "", **extra: Any) -> Any:
     """The type and constraints of one feature: finite, 0 to the physical limit."""
     return (
         float,
@@ -87,7 +87,7 @@ WineFeatures: type[WineBase] = create_model(
     "WineFeatures",
     __base__=WineBase,
     __doc__="One wine's 13 measurements (snake_case names of scikit-learn's wine data).",
-    **{spec.name: _feature_field(spec) for spec in FEATURE_SPECS},
+    **{spec.name: feature_field(spec) for spec in FEATURE_SPECS},
 )
 WineFeatures.model_config["json_schema_extra"] = {
     "examples": [
@@ -109,31 +109,6 @@ WineFeatures.model_config["json_schema_extra"] = {
     ]
 }
 WineFeatures.model_rebuild(force=True)
-
-#: Query parameter names of the original form: ``feature_N`` is the N-th of FEATURE_NAMES.
-LEGACY_QUERY_NAMES: Final[dict[str, str]] = {
-    f"feature_{position}": name for position, name in enumerate(FEATURE_NAMES, start=1)
-}
-
-
-class LegacyQueryBase(WineBase):
-    """Base of :data:`LegacyQuery`: numbers arrive as text; no unknown parameters."""
-
-    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
-
-
-#: The original form's query: ``feature_1`` to ``feature_13``, same limits as the JSON body.
-LegacyQuery: type[WineBase] = create_model(
-    "LegacyQuery",
-    __base__=LegacyQueryBase,
-    __doc__="The original form's query parameters: feature_N is the N-th feature.",
-    **{
-        spec.name: _feature_field(
-            spec, f": feature {position} of {len(FEATURE_SPECS)}", alias=f"feature_{position}"
-        )
-        for position, spec in enumerate(FEATURE_SPECS, start=1)
-    },
-)
 
 
 class Prediction(BaseModel):
@@ -170,3 +145,40 @@ class ServedModelInfo(BaseModel):
         description="The version the alias points to, when it was refused: the model above "
         "keeps serving",
     )
+
+
+class Readiness(BaseModel):
+    """What ``GET /readyz`` answers once a model is loaded."""
+
+    status: Literal["ready"]
+    model_name: str = Field(description="Registered model served")
+    model_version: str = Field(description="Its registry version")
+
+
+class FeatureInfo(BaseModel):
+    """One feature as the form shows it, with its range in the training data."""
+
+    name: str = Field(description="The JSON field name")
+    query_name: str = Field(description="Its name in the original form's query (`feature_N`)")
+    label: str
+    unit: str
+    training_min: float
+    training_max: float
+    training_mean: float
+    upper_limit: float = Field(description="The largest value accepted")
+
+
+class SampleWine(BaseModel):
+    """A typical wine of one class: the median of the training data's wines of that class."""
+
+    class_id: int
+    class_name: str
+    values: dict[str, float] = Field(description="Feature name to value")
+
+
+class FeatureCatalog(BaseModel):
+    """What ``GET /features`` answers: the form is built from it."""
+
+    features: list[FeatureInfo] = Field(description="The 13 features, in model order")
+    samples: list[SampleWine] = Field(description="A typical wine of each class")
+    batch_limit: int = Field(description="The most wines per batch request")

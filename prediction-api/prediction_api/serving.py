@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from wine_mlops.features import FEATURE_NAMES
+from wine_mlops.features import FEATURE_NAMES, class_name
 from wine_mlops.model_files import UnsafeModelError
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class VersionRef:
         version: Version number, as MLflow gives it (a string).
         alias: The alias it was found under.
         run_id: The run that logged it, if any.
-        tags: The version's tags (the training job stores the test metrics there).
+        tags: The version's tags (``model_family`` and the promotion facts).
         source: The model URI to load it from.
     """
 
@@ -70,6 +70,13 @@ class ModelSource(Protocol):
             Exception: Any other failure (e.g. a download) is retried at the next check.
         """
 
+    def run_metrics(self, ref: VersionRef) -> dict[str, float]:
+        """The test metrics of the run that logged a version (empty without a run).
+
+        Raises:
+            Exception: A failure to read them fails the load, retried at the next check.
+        """
+
 
 @dataclass(frozen=True)
 class ServedModel:
@@ -81,6 +88,7 @@ class ServedModel:
         class_ids: The estimator's classes, in the column order of ``predict_proba``.
         class_labels: The human label of each of those classes.
         loaded_at: When this process loaded it.
+        metrics: The test metrics of the run that logged it, read once when it was loaded.
     """
 
     estimator: Any
@@ -88,17 +96,7 @@ class ServedModel:
     class_ids: tuple[int, ...]
     class_labels: tuple[str, ...]
     loaded_at: datetime
-
-    @property
-    def metrics(self) -> dict[str, float]:
-        """The version's numeric tags: its test metrics as logged by the training job."""
-        found = {}
-        for key, value in self.ref.tags.items():
-            try:
-                found[key] = float(value)
-            except ValueError:
-                continue
-        return found
+    metrics: dict[str, float] = field(default_factory=dict)
 
     def predict_proba(self, rows: np.ndarray) -> np.ndarray:
         """Class probabilities of each row (columns in :attr:`class_ids` order)."""
@@ -109,7 +107,10 @@ class ServedModel:
 
 
 def build_served_model(
-    estimator: Any, ref: VersionRef, class_names: tuple[str, ...]
+    estimator: Any,
+    ref: VersionRef,
+    class_names: tuple[str, ...],
+    metrics: dict[str, float] | None = None,
 ) -> ServedModel:
     """Checks that an estimator is a wine classifier the API can serve, and wraps it.
 
@@ -117,6 +118,7 @@ def build_served_model(
         estimator: The deserialised estimator.
         ref: Where it came from.
         class_names: Labels of class ids 0, 1, 2, ….
+        metrics: The test metrics of its run.
 
     Returns:
         The model, ready to serve.
@@ -137,8 +139,8 @@ def build_served_model(
     # order was just checked against the model's own feature names: the warning is moot.
     warnings.filterwarnings("ignore", message="X does not have valid feature names")
     class_ids = tuple(int(c) for c in estimator.classes_)
-    labels = tuple(class_names[c] if 0 <= c < len(class_names) else f"class {c}" for c in class_ids)
-    served = ServedModel(estimator, ref, class_ids, labels, datetime.now(UTC))
+    labels = tuple(class_name(c, class_names) for c in class_ids)
+    served = ServedModel(estimator, ref, class_ids, labels, datetime.now(UTC), dict(metrics or {}))
     try:  # a model that cannot answer one row is never swapped in
         probabilities = served.predict_proba(np.ones((1, len(FEATURE_NAMES))))
     except Exception as exc:
@@ -281,7 +283,9 @@ class ModelStore:
         started = time.perf_counter()
         still = f"version {current.ref.version} keeps serving" if current else "no model yet"
         try:
-            served = build_served_model(self._source.load(ref), ref, self._class_names)
+            estimator = self._source.load(ref)
+            metrics = self._source.run_metrics(ref)
+            served = build_served_model(estimator, ref, self._class_names, metrics)
         except UnsafeModelError as exc:
             self._refuse(Refusal(ref, exc.kind, exc.reason), exc, kind, still)
             return

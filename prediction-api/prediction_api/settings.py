@@ -44,9 +44,3 @@ class ApiSettings(MlflowSettings):
     def served_alias(self) -> str:
         """The alias whose model is served (the champion unless ``WINE_MODEL_ALIAS`` says)."""
         return self.model_alias or self.champion_alias
-
-    def class_name(self, class_id: int) -> str:
-        """The human label of a class id; ``class <id>`` when no label is configured."""
-        if 0 <= class_id < len(self.class_names):
-            return self.class_names[class_id]
-        return f"class {class_id}"

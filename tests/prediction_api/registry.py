@@ -31,17 +31,24 @@ class InMemoryRegistry:
         self.loading = threading.Event()  # set while a load() is in progress
         self.loads: list[str] = []
         self.lookups = 0
+        #: The test metrics of each version's run (a run's, not the version's: as MLflow's).
+        self.metrics: dict[str, dict[str, float]] = {}
+        self.metric_reads: list[str] = []
 
-    def register(self, model: Any, *, alias: bool = True) -> str:
+    def register(
+        self, model: Any, *, alias: bool = True, metrics: dict[str, float] | None = None
+    ) -> str:
         """Adds a version (an estimator or a model directory); points the alias to it.
 
         Args:
             model: A fitted estimator, or the :class:`~pathlib.Path` of an MLflow model
                 directory (loaded with :func:`wine_mlops.model_files.load_model_dir`).
             alias: Point the alias to the new version (the default).
+            metrics: The test metrics of its run (default: an accuracy of 0.98).
         """
         version = str(len(self.models) + 1)
         self.models[version] = model
+        self.metrics[version] = {"accuracy": 0.98} if metrics is None else metrics
         if alias:
             self.aliased = version
         return version
@@ -57,9 +64,13 @@ class InMemoryRegistry:
             version=self.aliased,
             alias=self.alias,
             run_id=f"run-{self.aliased}",
-            tags={"accuracy": "0.98", "model_family": type(self.models[self.aliased]).__name__},
+            tags={"model_family": type(self.models[self.aliased]).__name__},
             source=f"models:/{self.name}/{self.aliased}",
         )
+
+    def run_metrics(self, ref: VersionRef) -> dict[str, float]:
+        self.metric_reads.append(ref.version)
+        return dict(self.metrics[ref.version])
 
     def load(self, ref: VersionRef) -> Any:
         self.loads.append(ref.version)

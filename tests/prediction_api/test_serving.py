@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sklearn.dummy import DummyClassifier
 
-from prediction_api.app import Predictor
 from prediction_api.metrics import ApiMetrics
+from prediction_api.predictor import Predictor
 from prediction_api.serving import ModelStore, VersionRef, build_served_model
 from prediction_api.settings import ApiSettings
 from tests.prediction_api.conftest import problem, wait_for
@@ -135,7 +135,7 @@ def test_concurrent_predictions_always_see_one_complete_model(
     store = ModelStore(registry, CLASS_NAMES)
     registry.register(good_model)
     store.refresh()
-    predictor = Predictor(store, ApiMetrics(), reference, ApiSettings())
+    predictor = Predictor(store, ApiMetrics(), reference, "models:/wine-classifier@champion")
     rows = wine[list(FEATURE_NAMES)].to_numpy()[:20].tolist()
     expected = {
         "1": good_model.predict(wine[list(FEATURE_NAMES)].iloc[:20]).tolist(),
@@ -148,11 +148,11 @@ def test_concurrent_predictions_always_see_one_complete_model(
     def reader() -> None:
         while not done.is_set():
             answers = predictor.answers(rows)
-            versions = {a["model_version"] for a in answers}
+            versions = {a.model_version for a in answers}
             if len(versions) != 1:
                 problems.append(f"one batch answered by versions {versions}")
                 return
-            if [a["class_id"] for a in answers] != expected[versions.pop()]:
+            if [a.class_id for a in answers] != expected[versions.pop()]:
                 problems.append("answers do not match the version that claims them")
                 return
 
@@ -194,3 +194,44 @@ def test_class_names_come_from_the_environment(
 def test_settings_reject_duplicate_class_names() -> None:
     with pytest.raises(ValueError, match="class names must be distinct"):
         ApiSettings.model_validate({"WINE_CLASS_NAMES": "a,a,b"})
+
+
+def test_the_model_reports_its_runs_test_metrics_read_once_per_load(
+    make_client, registry: InMemoryRegistry, good_model, dummy_model
+) -> None:
+    registry.register(good_model, metrics={"accuracy": 0.97, "f1_macro": 0.96})
+    api = make_client()
+    wait_for(lambda: api.get("/readyz").status_code == 200)
+    lookups = registry.lookups
+    wait_for(lambda: registry.lookups >= lookups + 3)  # several more checks of the alias
+    model = api.get("/model").json()
+    assert model["metrics"] == {"accuracy": 0.97, "f1_macro": 0.96}
+    assert model["model_family"] == "Pipeline"
+    assert registry.metric_reads == ["1"]  # read when loaded, not at every check
+
+    registry.register(dummy_model, metrics={"accuracy": 0.4})
+    wait_for(lambda: version_served(api) == "2")
+    assert api.get("/model").json()["metrics"] == {"accuracy": 0.4}
+    assert registry.metric_reads == ["1", "2"]
+
+
+def test_the_features_carry_their_query_names_ranges_and_labelled_samples(make_client) -> None:
+    api = make_client(WINE_CLASS_NAMES="Barolo, Grignolino, Barbera")
+    answer = api.get("/features")  # no model needed: the form is built from it
+    assert answer.status_code == 200
+    catalog = answer.json()
+    assert [f["name"] for f in catalog["features"]] == list(FEATURE_NAMES)
+    assert [f["query_name"] for f in catalog["features"]] == [f"feature_{i}" for i in range(1, 14)]
+    proline = catalog["features"][-1]
+    assert (proline["unit"], proline["training_max"], proline["upper_limit"]) == (
+        "mg/L",
+        1680.0,
+        10000.0,
+    )
+    assert [(s["class_id"], s["class_name"]) for s in catalog["samples"]] == [
+        (0, "Barolo"),
+        (1, "Grignolino"),
+        (2, "Barbera"),
+    ]
+    assert set(catalog["samples"][0]["values"]) == set(FEATURE_NAMES)
+    assert catalog["batch_limit"] == 1000

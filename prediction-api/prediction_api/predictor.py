@@ -1,0 +1,110 @@
+"""The hot path: validated rows in, answers of the model served right now out.
+
+No HTTP here: a request that cannot be answered raises a domain error, which
+:mod:`prediction_api.errors` turns into a problem answer.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from prediction_api.metrics import ApiMetrics
+from prediction_api.reference import ReferenceStats
+from prediction_api.schemas import Prediction
+from prediction_api.serving import ModelStore, ServedModel
+
+
+class NoModelLoadedError(Exception):
+    """No model is loaded yet (before the first load, or while every load fails).
+
+    Args:
+        model_uri: The model the API serves, e.g. ``models:/wine-classifier@champion``.
+        reason: Why, fit for clients (no hosts, URLs or exception text: those are in the log).
+    """
+
+    def __init__(self, model_uri: str, reason: str) -> None:
+        super().__init__(f"no model loaded yet ({model_uri}): {reason}; retry shortly")
+        self.model_uri = model_uri
+        self.reason = reason
+
+
+class Predictor:
+    """Turns validated rows into answers with the model served right now.
+
+    Args:
+        store: Holds the served model.
+        metrics: Counts predictions and out-of-range inputs.
+        reference: The training data's ranges.
+        model_uri: The model served, for messages (``models:/<name>@<alias>``).
+    """
+
+    def __init__(
+        self,
+        store: ModelStore,
+        metrics: ApiMetrics,
+        reference: ReferenceStats,
+        model_uri: str,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.reference = reference
+        self.model_uri = model_uri
+
+    def served(self) -> ServedModel:
+        """The model serving now.
+
+        Raises:
+            NoModelLoadedError: While no model is loaded.
+        """
+        served = self.store.current
+        if served is None:
+            reason = self.store.public_error or "the first load is in progress"
+            raise NoModelLoadedError(self.model_uri, reason)
+        return served
+
+    def predict(self, rows: list[list[float]]) -> tuple[ServedModel, np.ndarray, np.ndarray]:
+        """Classifies rows and counts them in the metrics.
+
+        Args:
+            rows: Wines, feature values in model order.
+
+        Returns:
+            The model that answered, each row's best class as an index into its
+            ``class_ids``, and each row's probabilities (columns in ``class_ids`` order).
+
+        Raises:
+            NoModelLoadedError: While no model is loaded.
+        """
+        served = self.served()
+        matrix = np.asarray(rows, dtype=np.float64)
+        probabilities = served.predict_proba(matrix)
+        best = probabilities.argmax(axis=1)
+        self.metrics.observe_inputs(*self.reference.outside_counts(matrix))
+        for index, count in Counter(best.tolist()).items():
+            self.metrics.predictions.labels(served.class_labels[index], served.ref.version).inc(
+                count
+            )
+        return served, best, probabilities
+
+    def class_ids(self, rows: list[list[float]]) -> list[int]:
+        """The predicted class id of each row."""
+        served, best, _ = self.predict(rows)
+        return [served.class_ids[index] for index in best.tolist()]
+
+    def answers(self, rows: list[list[float]]) -> list[Prediction]:
+        """The answer for each row, in order, all from one model version."""
+        served, best, probabilities = self.predict(rows)
+        labels, ids = served.class_labels, served.class_ids
+        name, version = served.ref.name, served.ref.version
+        return [
+            Prediction(
+                class_id=ids[index],
+                class_name=labels[index],
+                probabilities=dict(zip(labels, row, strict=True)),
+                model_name=name,
+                model_version=version,
+            )
+            for index, row in zip(best.tolist(), probabilities.tolist(), strict=True)
+        ]
