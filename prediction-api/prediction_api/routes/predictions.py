@@ -37,7 +37,7 @@ def build_router(settings: ApiSettings) -> APIRouter:
 
     # The model runs in the thread pool, the answer is shaped on the event loop: a synchronous
     # endpoint would have FastAPI check its return value in a second thread-pool trip (about
-    # 0.1 ms a request, measured with bench/bench_prediction_api.py's set-up).
+    # 0.1 ms a request, measured in process).
 
     @router.post("/predict", summary="Classify one wine")
     async def predict(wine: WineBody, predictor: PredictorDep) -> Prediction:
