@@ -23,7 +23,6 @@ from mlflow.tracking import MlflowClient
 from tests.integration.test_prediction_api import predict_all, train_ok
 from tests.integration.test_training_session import train
 from tests.support.model_traps import pickle_trap_dir, skops_trap_dir
-from wine_mlops.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -46,14 +45,11 @@ def register_files(client: MlflowClient, names: dict[str, str], model_dir: Path)
 def wait_for_refusal(api: Service, version: str) -> dict:
     """Waits until ``GET /model`` reports ``version`` as refused; returns that answer."""
 
-    def refused() -> dict | None:
+    def refused() -> dict:
         model: dict = httpx.get(f"{api.url}/model").json()
-        return model if (model.get("refused") or {}).get("version") == version else None
+        return model if (model.get("refused") or {}).get("version") == version else {}
 
-    try:
-        return wait_until(refused, f"version {version} refused", timeout=60)
-    except TimeoutError as exc:
-        raise AssertionError(f"{exc}\n{api.log()[-3000:]}") from None
+    return api.wait_until(refused, f"version {version} refused")
 
 
 def metric(api: Service, sample: str) -> float:

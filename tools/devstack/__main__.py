@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from devstack.services import (
     Logins,
@@ -34,7 +35,9 @@ log = logging.getLogger("dev")
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the dev stack; returns the exit code."""
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m devstack", description=(__doc__ or "").splitlines()[0]
+    )
     parser.add_argument("--port", type=int, default=int(os.environ.get("MLFLOW_PORT", "5000")))
     parser.add_argument("--api-port", type=int, default=int(os.environ.get("API_PORT", "7654")))
     parser.add_argument(
@@ -55,6 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     # database on first start.
     logins = Logins.stored(state / "logins.json")
     services: dict[str, Service] = {}
+
+    def as_user(user: str) -> dict[str, Any]:
+        """What each client service gets: its MLflow login, its log in the state folder and
+        the caller's environment (WINE_* settings reach it)."""
+        return {
+            "login": logins.auth_env(user),
+            "log_path": logs / f"{user}.log",
+            "base_env": os.environ,
+        }
+
     try:
         server = start_mlflow_server(
             state,
@@ -73,10 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             server.url,
             state,
             port=args.exporter_port,
-            login=logins.auth_env("mlflow-exporter"),
-            log_path=logs / "mlflow-exporter.log",
-            base_env=os.environ,
             EXPORTER_REFRESH_INTERVAL="5",
+            **as_user("mlflow-exporter"),
         )
         services[exporter.name] = exporter
         log.info("mlflow-server and mlflow-exporter are healthy; training")
@@ -93,14 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         if training.returncode != 0:
             log.error("training failed with exit code %d", training.returncode)
             return training.returncode
-        api = start_api(
-            server.url,
-            state,
-            port=args.api_port,
-            login=logins.auth_env("prediction-api"),
-            log_path=logs / "prediction-api.log",
-            base_env=os.environ,
-        )
+        api = start_api(server.url, state, port=args.api_port, **as_user("prediction-api"))
         services[api.name] = api
         log.info(
             "ready:\n  MLflow UI        %s  (user admin, password in %s)\n  prediction form  %s/"

@@ -21,9 +21,10 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -32,6 +33,8 @@ from wine_mlops.processes import stop_process_group
 from wine_mlops.waiting import wait_until
 
 log = logging.getLogger("devstack")
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -144,6 +147,19 @@ class Service:
     def stop(self, timeout: float = 15.0) -> None:
         """Stops it and its children (SIGTERM, then SIGKILL after ``timeout`` seconds)."""
         stop_process_group(self.process, timeout)
+
+    def wait_until(
+        self, condition: Callable[[], T], what: str, timeout: float = 60.0, interval: float = 0.2
+    ) -> T:
+        """:func:`wine_mlops.waiting.wait_until`, with the end of this service's log in the error.
+
+        Raises:
+            TimeoutError: When ``condition`` did not hold in time.
+        """
+        try:
+            return wait_until(condition, what, timeout=timeout, interval=interval)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; {self.name}'s log:\n{self.tail()}") from None
 
 
 def _without(prefixes: tuple[str, ...]) -> dict[str, str]:
