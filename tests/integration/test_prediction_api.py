@@ -186,6 +186,8 @@ def test_a_better_champion_is_served_without_restart_and_without_failures(
     assert model["model_version"] == "2"
     assert model["model_family"] == "LogisticRegression"
     assert model["metrics"]["accuracy"] >= 0.9
+    run = mlflow.MlflowClient(stack.server.url).get_run(model["run_id"])
+    assert model["metrics"] == run.data.metrics  # the version's run is the one source
     metrics = httpx.get(f"{stack.api.url}/metrics").text
     assert 'wine_api_model_loads_total{kind="reload",result="success"} 1.0' in metrics
     assert f'model_name="{stack.model}",model_version="2"' in metrics
