@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
-from collections.abc import Callable
+from pathlib import Path
+from xml.etree import ElementTree
 
 import mlflow
 import pytest
@@ -19,6 +19,7 @@ from model_training.data import load_dataset
 from tests.e2e.conftest import API, EXPORTER, REPO, Stack
 from tests.mlflow_exporter.support import promtool_check, value
 from tests.prediction_api.browser import check_form
+from wine_mlops.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -27,14 +28,6 @@ MODEL = "wine-classifier"
 
 def _champion(stack: Stack) -> str:
     return MlflowClient(stack.mlflow_url).get_model_version_by_alias(MODEL, "champion").version
-
-
-def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(1)
 
 
 def _started_at(stack: Stack, service: str) -> str:
@@ -97,7 +90,7 @@ def test_the_exporter_republishes_mlflow_in_valid_exposition(stack: Stack) -> No
         max_results=1,
     )[0]
     champion = _champion(stack)
-    _wait(
+    wait_until(
         lambda: (
             value(
                 requests.get(f"{EXPORTER}/metrics", timeout=10).text,
@@ -107,8 +100,9 @@ def test_the_exporter_republishes_mlflow_in_valid_exposition(stack: Stack) -> No
             )
             == float(champion)
         ),
-        60,
         "the exporter to show the current champion",
+        timeout=60,
+        interval=1,
     )
     text = requests.get(f"{EXPORTER}/metrics", timeout=10).text
     assert promtool_check(text) == ""
@@ -130,10 +124,11 @@ def test_a_new_champion_is_served_without_a_restart(stack: Stack) -> None:
     stack.make("train-stack", "TRAIN_ARGS=--candidates LogisticRegression")
     after = _champion(stack)
     assert int(after) > int(before)
-    _wait(
+    wait_until(
         lambda: requests.get(f"{API}/model", timeout=5).json()["model_version"] == after,
-        90,
         f"the API to serve v{after}",
+        timeout=90,
+        interval=1,
     )
     assert _started_at(stack, "prediction-api") == started
 
@@ -146,27 +141,43 @@ def test_predictions_and_metrics_survive_an_mlflow_outage(stack: Stack) -> None:
             response = requests.post(f"{API}/predict", json=wine, timeout=10)
             assert response.status_code == 200, response.text
         assert requests.get(f"{API}/readyz", timeout=5).status_code == 200
-        _wait(
+        wait_until(
             lambda: value(requests.get(f"{EXPORTER}/metrics", timeout=10).text, "mlflow_up") == 0,
-            60,
             "the exporter to notice MLflow is down",
+            timeout=60,
+            interval=1,
         )
         text = requests.get(f"{EXPORTER}/metrics", timeout=10).text
         assert value(text, "mlflow_model_alias_version", model=MODEL, alias="champion") is not None
     finally:
         stack.compose("up", "--detach", "--wait", "mlflow-server")
-    _wait(
+    wait_until(
         lambda: value(requests.get(f"{EXPORTER}/metrics", timeout=10).text, "mlflow_up") == 1,
-        60,
         "the exporter to recover",
+        timeout=60,
+        interval=1,
     )
     assert requests.post(f"{API}/predict", json=wine, timeout=10).status_code == 200
 
 
-def test_the_pipeline_smoke_stage_passes_on_the_deployed_stack(stack: Stack) -> None:
+def test_the_pipeline_smoke_stage_passes_on_the_deployed_stack(
+    stack: Stack, tmp_path: Path
+) -> None:
     """The Jenkinsfile's "Smoke test" and "Summary" stages, run as Jenkins runs them."""
-    result = stack.make("smoke", "summary")
-    assert "FAIL" not in result.stdout
-    for service in ("mlflow-server", "prediction-api", "mlflow-exporter", "prometheus"):
-        assert f"PASS  {service}" in result.stdout, service
-    assert f"champion wine-classifier v{_champion(stack)}" in result.stdout
+    result = stack.make("smoke", "summary", f"REPORTS={tmp_path}")
+    suite = ElementTree.parse(tmp_path / "smoke-junit.xml").getroot().find("testsuite")  # noqa: S314
+    assert suite is not None
+    assert (suite.get("failures"), suite.get("errors")) == ("0", "0")
+    outcomes: dict[str, set[str]] = {}
+    for case in suite.iter("testcase"):
+        module = case.get("classname", "").rpartition(".")[2]
+        skipped = case.find("skipped")
+        outcome = "passed" if skipped is None else f"skipped: {skipped.get('message')}"
+        outcomes.setdefault(module, set()).add(outcome)
+    for module in ("mlflow_server", "prediction_api", "mlflow_exporter", "prometheus"):
+        assert outcomes[f"test_{module}"] == {"passed"}, module
+    (grafana,) = outcomes["test_grafana"]
+    expected = "skipped: grafana is not part of" if stack.airgap else "passed"
+    assert grafana.startswith(expected), grafana
+    champion = f"champion wine-classifier v{_champion(stack)}, accuracy "
+    assert f"smoke passed; {champion}" in result.stdout
