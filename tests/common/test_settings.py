@@ -1,6 +1,7 @@
 """Settings come from the environment or, for secrets, from files (``VAR_FILE``)."""
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,5 +83,6 @@ def test_use_tracking_uri_points_mlflows_fluent_api_at_the_settings_server(
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://elsewhere:5000")
     monkeypatch.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", None)
-    MlflowSettings(MLFLOW_TRACKING_URI="http://mlflow-server:5000").use_tracking_uri()
+    server: dict[str, Any] = {"MLFLOW_TRACKING_URI": "http://mlflow-server:5000"}
+    MlflowSettings(**server).use_tracking_uri()
     assert mlflow.get_tracking_uri() == "http://mlflow-server:5000"

@@ -207,6 +207,7 @@ def test_best_candidate_is_registered_as_champion_and_predicts_well(
     model = names["WINE_MODEL_NAME"]
     champion = client.get_model_version_by_alias(model, "champion")
     assert champion.version == "1"
+    assert champion.run_id is not None
     accuracy = client.get_run(champion.run_id).data.metrics["accuracy"]
     assert accuracy >= 0.95
     # the version carries its promotion facts only; its test metrics stay on its run

@@ -57,7 +57,8 @@ def train_champion(workdir: Path) -> TrainedChampion:
     the way the trainer reads them; only the tracking URI points at the temporary store.
     """
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    settings = TrainingSettings(MLFLOW_TRACKING_URI=uri)
+    store: dict[str, Any] = {"MLFLOW_TRACKING_URI": uri}
+    settings = TrainingSettings(**store)
     client = MlflowClient(tracking_uri=uri)
     # Created here only to keep the artifacts in workdir (the session finds it by name);
     # without it MLflow would write them to ./mlruns in the current folder.

@@ -1,5 +1,7 @@
 """A session logs only into the tracking server its entry point made the process's."""
 
+from typing import Any
+
 import mlflow
 import pytest
 
@@ -13,7 +15,8 @@ def test_a_session_refuses_a_server_other_than_the_processs(
 ) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     monkeypatch.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", None)
-    settings = TrainingSettings(MLFLOW_TRACKING_URI="http://mlflow-server:5000")
+    server: dict[str, Any] = {"MLFLOW_TRACKING_URI": "http://mlflow-server:5000"}
+    settings = TrainingSettings(**server)
     with pytest.raises(RuntimeError, match=r"call settings\.use_tracking_uri\(\) first"):
         run_session(load_dataset(), settings)
     assert mlflow.get_tracking_uri() == "http://127.0.0.1:9"  # nothing global was changed
