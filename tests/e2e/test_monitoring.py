@@ -7,6 +7,7 @@ machines without a registry, so its dashboards are proven query by query against
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import threading
 import time
@@ -23,10 +24,13 @@ from tests.monitoring.panels import (
     wait_for_alert,
     wait_for_targets_up,
 )
+from wine_mlops.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
 SCRAPE_SECONDS = 15
+#: rate() in the panels needs two scrapes of moving counters: 2 x 15 s, with a wide margin.
+PANELS_TIMEOUT = 6 * SCRAPE_SECONDS
 
 
 def _traffic(requests_count: int) -> None:
@@ -43,12 +47,18 @@ def test_every_target_is_up_and_no_alert_fires(stack: Stack) -> None:
 
 
 def test_every_dashboard_panel_returns_data(stack: Stack) -> None:
-    _traffic(5)  # counters exist before the first rate() window...
-    time.sleep(SCRAPE_SECONDS + 5)
-    _traffic(60)  # ...and move within it
-    time.sleep(2 * SCRAPE_SECONDS + 5)
-    problems = queries_without_data(PROMETHEUS)
-    assert [str(p) for p in problems if p.query.key not in EMPTY_WHEN_HEALTHY] == []
+    """Clients keep sending wines until every panel shows data (rate() needs two scrapes)."""
+    problems: list[str] = []
+
+    def every_panel_has_data() -> bool:
+        _traffic(5)  # counters exist, then move between scrapes
+        found = queries_without_data(PROMETHEUS)
+        problems[:] = [str(p) for p in found if p.query.key not in EMPTY_WHEN_HEALTHY]
+        return not problems
+
+    with contextlib.suppress(TimeoutError):
+        wait_until(every_panel_has_data, "data in every panel", timeout=PANELS_TIMEOUT, interval=3)
+    assert problems == []
 
 
 def test_provoked_faults_fire_alerts(stack: Stack) -> None:
@@ -95,17 +105,21 @@ def test_a_database_outage_marks_mlflow_unhealthy_fires_an_alert_and_spares_the_
         wait_for_alert(
             PROMETHEUS, "MlflowTrackingStoreDown", timeout=240, labels={"store": "tracking"}
         )
-        deadline = time.monotonic() + 120  # the healthcheck: 6 failures, 10 s apart
-        while _health(stack, "mlflow-server") != "unhealthy":
-            assert time.monotonic() < deadline, "mlflow-server stayed healthy without its database"
-            time.sleep(5)
+        wait_until(  # the healthcheck: 6 failures, 10 s apart
+            lambda: _health(stack, "mlflow-server") == "unhealthy",
+            "mlflow-server to turn unhealthy without its database",
+            timeout=120,
+            interval=5,
+        )
         response = requests.post(f"{API}/predict", json=wine, timeout=10)
         assert response.status_code == 200, response.text
     finally:
         stack.compose("start", "mlflow-db")
     # Not `up --wait`: it fails at once on a container still marked unhealthy, and
     # mlflow-server turns healthy again only at its next check after the database is back.
-    deadline = time.monotonic() + 180
-    while _health(stack, "mlflow-server") != "healthy":
-        assert time.monotonic() < deadline, "mlflow-server stayed unhealthy after the database"
-        time.sleep(5)
+    wait_until(
+        lambda: _health(stack, "mlflow-server") == "healthy",
+        "mlflow-server to turn healthy again after the database",
+        timeout=180,
+        interval=5,
+    )

@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 from model_training.data import load_dataset
 from tests.e2e.conftest import API, Stack
 from tests.support.model_traps import pickle_trap_dir
+from wine_mlops.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -144,15 +145,14 @@ def test_a_booby_trapped_champion_never_runs_and_the_good_model_keeps_serving(
     with mlflow.start_run(experiment_id=experiment.experiment_id, run_name="attack") as run:
         mlflow.log_artifacts(str(trap), "model")
     bad = mlflow.register_model(f"runs:/{run.info.run_id}/model", MODEL).version
+
+    def refused() -> dict[str, Any] | None:
+        model: dict[str, Any] = requests.get(f"{API}/model", timeout=10).json()
+        return model if (model.get("refused") or {}).get("version") == bad else None
+
     trainer.set_registered_model_alias(MODEL, "champion", bad)
     try:
-        deadline = time.monotonic() + 60
-        model: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            model = requests.get(f"{API}/model", timeout=10).json()
-            if (model.get("refused") or {}).get("version") == bad:
-                break
-            time.sleep(1)
+        model = wait_until(refused, f"the API to refuse v{bad}", timeout=60, interval=1)
         assert model["model_version"] == served, model
         assert model["refused"]["version"] == bad, model
         assert "pickle" in model["refused"]["reason"]
