@@ -21,22 +21,30 @@ RUN python3 -m venv /opt/venv \
  && groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --create-home --home-dir /home/app app
 WORKDIR /app
-# Dependencies before code, so that a code change rebuilds only the last layers. Each target
-# installs only its service's part of the lockfile (tools/extra_requirements.py prints it,
-# transitive dependencies included), every file checked against the lockfile's hashes;
-# --no-deps and `pip check` make a requirement missing from that part fail the build.
-COPY pyproject.toml requirements.lock tools/extra_requirements.py /build/
+# The workspace's manifests: the root pyproject.toml (its member list), each package's
+# pyproject.toml and the one lockfile. Each target installs its service's part of the lockfile
+# (tools/image_requirements.py prints it, transitive dependencies included), every file checked
+# against the lockfile's hashes, then its package and the shared one from source: dependencies
+# before code, so that a code change rebuilds only the last layers. --no-deps and `pip check`
+# make a requirement missing from that part fail the build; --no-build-isolation builds the
+# two packages with the venv's own setuptools (nothing fetched unpinned).
+COPY pyproject.toml requirements.lock /build/
+COPY tools/pyproject.toml tools/image_requirements.py /build/tools/
+COPY common/pyproject.toml /build/common/
+COPY mlflow-server/pyproject.toml /build/mlflow-server/
+COPY model-training/pyproject.toml /build/model-training/
+COPY mlflow-exporter/pyproject.toml /build/mlflow-exporter/
+COPY prediction-api/pyproject.toml /build/prediction-api/
 
 FROM python-base AS mlflow-server
-RUN python3 /build/extra_requirements.py mlflow-server --lock /build/requirements.lock \
-      --pyproject /build/pyproject.toml > /build/mlflow-server.txt \
- && pip install --require-hashes --no-deps -r /build/mlflow-server.txt \
- && pip check
+RUN python3 /build/tools/image_requirements.py mlflow-server --root /build --group build > /build/requirements.txt \
+ && pip install --require-hashes --no-deps -r /build/requirements.txt
 RUN mkdir -p /mlflow/artifacts && chown app:app /mlflow/artifacts
-COPY common/ /app/common/
-COPY mlflow-server/ /app/mlflow-server/
-ENV PYTHONPATH=/app/common:/app/mlflow-server \
-    MLFLOW_ARTIFACTS_DESTINATION=/mlflow/artifacts \
+COPY common/ /build/common/
+COPY mlflow-server/ /build/mlflow-server/
+RUN pip install --no-deps --no-build-isolation /build/common /build/mlflow-server \
+ && pip check && rm -rf /build
+ENV MLFLOW_ARTIFACTS_DESTINATION=/mlflow/artifacts \
     MLFLOW_PROMETHEUS_DIR=/tmp/mlflow-prometheus
 USER 10001:10001
 # 5000: MLflow (basic-auth); 5001: the launcher's ops port (/readyz, /metrics), never published.
@@ -46,25 +54,23 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=5 \
 ENTRYPOINT ["python3", "-m", "mlflow_server"]
 
 FROM python-base AS model-training
-RUN python3 /build/extra_requirements.py model-training --lock /build/requirements.lock \
-      --pyproject /build/pyproject.toml > /build/model-training.txt \
- && pip install --require-hashes --no-deps -r /build/model-training.txt \
- && pip check
-COPY common/ /app/common/
-COPY model-training/ /app/model-training/
-ENV PYTHONPATH=/app/common:/app/model-training \
-    MPLCONFIGDIR=/tmp/matplotlib
+RUN python3 /build/tools/image_requirements.py model-training --root /build --group build > /build/requirements.txt \
+ && pip install --require-hashes --no-deps -r /build/requirements.txt
+COPY common/ /build/common/
+COPY model-training/ /build/model-training/
+RUN pip install --no-deps --no-build-isolation /build/common /build/model-training \
+ && pip check && rm -rf /build
+ENV MPLCONFIGDIR=/tmp/matplotlib
 USER 10001:10001
 ENTRYPOINT ["python3", "-m", "model_training"]
 
 FROM python-base AS mlflow-exporter
-RUN python3 /build/extra_requirements.py mlflow-exporter --lock /build/requirements.lock \
-      --pyproject /build/pyproject.toml > /build/mlflow-exporter.txt \
- && pip install --require-hashes --no-deps -r /build/mlflow-exporter.txt \
- && pip check
-COPY common/ /app/common/
-COPY mlflow-exporter/ /app/mlflow-exporter/
-ENV PYTHONPATH=/app/common:/app/mlflow-exporter
+RUN python3 /build/tools/image_requirements.py mlflow-exporter --root /build --group build > /build/requirements.txt \
+ && pip install --require-hashes --no-deps -r /build/requirements.txt
+COPY common/ /build/common/
+COPY mlflow-exporter/ /build/mlflow-exporter/
+RUN pip install --no-deps --no-build-isolation /build/common /build/mlflow-exporter \
+ && pip check && rm -rf /build
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=5 \
@@ -72,13 +78,12 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=5 \
 ENTRYPOINT ["python3", "-m", "mlflow_exporter"]
 
 FROM python-base AS prediction-api
-RUN python3 /build/extra_requirements.py prediction-api --lock /build/requirements.lock \
-      --pyproject /build/pyproject.toml > /build/prediction-api.txt \
- && pip install --require-hashes --no-deps -r /build/prediction-api.txt \
- && pip check
-COPY common/ /app/common/
-COPY prediction-api/ /app/prediction-api/
-ENV PYTHONPATH=/app/common:/app/prediction-api
+RUN python3 /build/tools/image_requirements.py prediction-api --root /build --group build > /build/requirements.txt \
+ && pip install --require-hashes --no-deps -r /build/requirements.txt
+COPY common/ /build/common/
+COPY prediction-api/ /build/prediction-api/
+RUN pip install --no-deps --no-build-isolation /build/common /build/prediction-api \
+ && pip check && rm -rf /build
 USER 10001:10001
 EXPOSE 7654
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \

