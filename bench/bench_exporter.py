@@ -37,12 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from devstack import PASSWORDS, auth_env, postgres_server, start_exporter, start_mlflow_server
-from devstack import metric_value as value
 from keepalive_latency import measure, percentile
 from mlflow.tracking import MlflowClient
 from seed_runs import Seeded, seed_runs
 
+from devstack import PASSWORDS, auth_env, postgres_server, start_exporter, start_mlflow_server
+from devstack import metric_value as value
 from wine_mlops.logs import configure_logging
 from wine_mlops.waiting import wait_until
 

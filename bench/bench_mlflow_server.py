@@ -11,8 +11,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from devstack import PASSWORDS, start_mlflow_server
 from keepalive_latency import measure, percentile
+
+from devstack import PASSWORDS, start_mlflow_server
 
 REQUESTS = 200
 

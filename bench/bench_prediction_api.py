@@ -25,7 +25,6 @@ import warnings
 from pathlib import Path
 
 from devstack import auth_env, start_api, start_mlflow_server
-
 from wine_mlops.features import FEATURE_NAMES, load_wine_frame
 
 TARGET_OVERHEAD_MS = 1.0

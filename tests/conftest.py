@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
 from devstack import MlflowServer, auth_env, postgres_server, start_mlflow_server
 
 

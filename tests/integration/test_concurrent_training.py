@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from devstack import MlflowServer
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from devstack import MlflowServer
 from model_training import session
 from model_training.data import load_dataset
 from model_training.promotion_lock import lock_name

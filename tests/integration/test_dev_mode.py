@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from devstack import REPO, free_port
 from mlflow.tracking import MlflowClient
+
+from devstack import REPO, free_port
 
 pytestmark = pytest.mark.integration
 

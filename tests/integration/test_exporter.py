@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from devstack import MlflowServer, free_port, start_exporter, start_mlflow_server
 from mlflow.entities import Metric, Run
 from mlflow.tracking import MlflowClient
 
+from devstack import MlflowServer, free_port, start_exporter, start_mlflow_server
 from mlflow_exporter.app import EXTENSION, create_app
 from mlflow_exporter.collectors import build_registry
 from mlflow_exporter.refresher import ExporterState, Refresher

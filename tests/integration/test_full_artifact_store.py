@@ -18,9 +18,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from devstack import MlflowServer, postgres_server, start_api, start_mlflow_server
 from mlflow.tracking import MlflowClient
 
+from devstack import MlflowServer, postgres_server, start_api, start_mlflow_server
 from tests.integration.test_training_session import train
 from wine_mlops.features import FEATURE_NAMES, load_wine_frame
 

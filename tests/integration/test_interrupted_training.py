@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from devstack import MlflowServer, free_port
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from devstack import MlflowServer, free_port
 from model_training.promotion_lock import lock_name
 
 pytestmark = pytest.mark.integration

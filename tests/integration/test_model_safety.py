@@ -17,9 +17,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from devstack import MlflowServer, Service, auth_env, start_api
 from mlflow.tracking import MlflowClient
 
+from devstack import MlflowServer, Service, auth_env, start_api
 from tests.integration.test_prediction_api import predict_all, train_ok
 from tests.integration.test_training_session import train
 from tests.support.model_traps import pickle_trap_dir, skops_trap_dir

@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import mlflow
 import pytest
-from devstack import MlflowServer, Service, start_api, start_mlflow_server
 
+from devstack import MlflowServer, Service, start_api, start_mlflow_server
 from tests.integration.test_training_session import train
 from tests.prediction_api.browser import check_docs, check_form
 from wine_mlops.features import CLASS_NAMES, FEATURE_NAMES, load_wine_frame

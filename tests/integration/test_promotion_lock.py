@@ -7,10 +7,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from devstack import MlflowServer, auth_env
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from devstack import MlflowServer, auth_env
 from model_training.promotion_lock import PromotionLock, lock_name
 from tests.integration.test_training_session import train
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from devstack import MlflowServer, free_port
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import accuracy_score
 
+from devstack import MlflowServer, free_port
 from model_training.data import load_dataset
 from model_training.evaluation import CANDIDATE_METRICS
 from model_training.session import experiment_id

@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg2
 import pytest
+
 from devstack import PostgresServer, postgres_server
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Sequence
 
 from devstack import metric_value, series
-
 from model_training.candidates import DEFAULT_CANDIDATES
 
 #: Model families used as run names when many runs are created: the trainer's default ones.

@@ -12,12 +12,12 @@ import re
 import mlflow
 import pytest
 import requests
-from devstack import PASSWORDS, MlflowServer, auth_env
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
 from pydantic import SecretStr
 from sklearn.dummy import DummyClassifier
 
+from devstack import PASSWORDS, MlflowServer, auth_env
 from mlflow_server.users import ServiceUser, provision
 from wine_mlops.features import FEATURE_NAMES
 

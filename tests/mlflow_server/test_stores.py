@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from devstack import MlflowServer, postgres_server, start_mlflow_server
 from prometheus_client.parser import text_string_to_metric_families
 
+from devstack import MlflowServer, postgres_server, start_mlflow_server
 from wine_mlops.waiting import wait_until
 
 pytestmark = pytest.mark.integration

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+
 from devstack import (
     Service,
     auth_env,
@@ -29,7 +30,6 @@ from devstack import (
     start_mlflow_server,
     start_prometheus,
 )
-
 from tests.monitoring.conftest import PROMETHEUS_DIR
 from tests.monitoring.panels import (
     EMPTY_WHEN_HEALTHY,

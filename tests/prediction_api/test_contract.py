@@ -15,8 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from devstack import Service, free_port, start_api, start_mlflow_server
 
+from devstack import Service, free_port, start_api, start_mlflow_server
 from tests.integration.test_training_session import train
 from tests.prediction_api.contract import FIXED_SEED, check_contract
 
