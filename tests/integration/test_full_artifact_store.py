@@ -20,8 +20,7 @@ import httpx
 import pytest
 from mlflow.tracking import MlflowClient
 
-from devstack import MlflowServer, postgres_server, start_api, start_mlflow_server
-from tests.integration.test_training_session import train
+from devstack import MlflowServer, postgres_server, run_training, start_api, start_mlflow_server
 from wine_mlops.features import FEATURE_NAMES, load_wine_frame
 
 pytestmark = pytest.mark.integration
@@ -81,9 +80,7 @@ def test_a_full_artifact_store_fails_clearly_and_keeps_the_champion(
     suffix = uuid.uuid4().hex[:8]
     names = {"WINE_EXPERIMENT_NAME": f"full-{suffix}", "WINE_MODEL_NAME": f"full-{suffix}"}
     model = names["WINE_MODEL_NAME"]
-    first = train(
-        full_disk_server.url, "--candidates", "LogisticRegression", "--cv-folds", "2", **names
-    )
+    first = run_training(full_disk_server.url, candidates="LogisticRegression", **names)
     assert first.returncode == 0, first.stderr[-3000:]
     client = MlflowClient(full_disk_server.url)
     assert client.get_model_version_by_alias(model, "champion").version == "1"
@@ -91,12 +88,9 @@ def test_a_full_artifact_store_fails_clearly_and_keeps_the_champion(
     try:
         fill(Path(full_disk_server.log_path).parent / "artifacts")
 
-        second = train(
+        second = run_training(
             full_disk_server.url,
-            "--candidates",
-            "RandomForestClassifier,LogisticRegression",
-            "--cv-folds",
-            "2",
+            candidates="RandomForestClassifier,LogisticRegression",
             # MLflow's client retries a failed request 7 times with exponential backoff
             # (about 4 minutes for the same outcome); two retries show the same behaviour.
             MLFLOW_HTTP_REQUEST_MAX_RETRIES="2",

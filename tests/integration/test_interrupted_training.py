@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,7 +26,7 @@ import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from devstack import MlflowServer, free_port
+from devstack import MlflowServer, free_port, training_command, training_env
 from model_training.promotion_lock import lock_name
 
 pytestmark = pytest.mark.integration
@@ -110,21 +109,8 @@ def train_interrupted(
         log_path.open("w") as log,
     ):
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "model_training",
-                "--candidates",
-                "LogisticRegression,DummyClassifier",
-                "--cv-folds",
-                "2",
-            ],
-            env={
-                **os.environ,
-                "MLFLOW_TRACKING_URI": url,
-                "MLFLOW_DISABLE_TELEMETRY": "true",
-                **names,
-            },
+            training_command(candidates="LogisticRegression,DummyClassifier"),
+            env=training_env(url, **names),
             stdout=subprocess.DEVNULL,
             stderr=log,
             text=True,

@@ -19,9 +19,8 @@ import httpx
 import pytest
 from mlflow.tracking import MlflowClient
 
-from devstack import MlflowServer, Service, auth_env, start_api
+from devstack import MlflowServer, Service, auth_env, run_training, start_api
 from tests.integration.test_prediction_api import predict_all, train_ok
-from tests.integration.test_training_session import train
 from tests.support.model_traps import pickle_trap_dir, skops_trap_dir
 
 pytestmark = pytest.mark.integration
@@ -166,9 +165,7 @@ def test_the_trainer_stops_rather_than_trust_or_replace_a_refused_champion(
 ) -> None:
     model = attack.names["WINE_MODEL_NAME"]
     before = {v.version for v in attack.client.search_model_versions(f"name='{model}'")}
-    result = train(
-        attack.server.url, "--candidates", "LogisticRegression", "--cv-folds", "2", **attack.names
-    )
+    result = run_training(attack.server.url, candidates="LogisticRegression", **attack.names)
     assert result.returncode == 1
     assert (
         f"champion {model} v{attack.skops_version} was refused: the model file names "

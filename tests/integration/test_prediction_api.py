@@ -21,8 +21,7 @@ import httpx
 import mlflow
 import pytest
 
-from devstack import MlflowServer, Service, start_api, start_mlflow_server
-from tests.integration.test_training_session import train
+from devstack import MlflowServer, Service, run_training, start_api, start_mlflow_server
 from tests.prediction_api.browser import check_docs, check_form
 from wine_mlops.features import CLASS_NAMES, FEATURE_NAMES, load_wine_frame
 from wine_mlops.healthcheck import wait_until_healthy
@@ -70,9 +69,7 @@ def assert_matches_offline(answers: list[dict[str, Any]], server: str, model: st
 
 def train_ok(url: str, candidates: str, names: dict[str, str]) -> None:
     # no accuracy floor: the first champion is a DummyClassifier on purpose
-    result = train(
-        url, "--candidates", candidates, "--cv-folds", "2", WINE_MIN_ACCURACY="0", **names
-    )
+    result = run_training(url, candidates=candidates, WINE_MIN_ACCURACY="0", **names)
     assert result.returncode == 0, result.stderr[-3000:]
 
 

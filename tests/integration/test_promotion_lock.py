@@ -10,9 +10,8 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from devstack import MlflowServer, auth_env
+from devstack import MlflowServer, auth_env, run_training
 from model_training.promotion_lock import PromotionLock, lock_name
-from tests.integration.test_training_session import train
 
 pytestmark = pytest.mark.integration
 
@@ -38,15 +37,8 @@ def test_a_held_lock_is_waited_for_then_the_session_gives_up_clearly(
     client = MlflowClient(mlflow_server.url)
     _hold(client, model, "training-session-A on host-a (pid 7)", lease_seconds="3600")
 
-    result = train(
-        mlflow_server.url,
-        "--candidates",
-        "LogisticRegression",
-        "--cv-folds",
-        "2",
-        WINE_PROMOTION_LOCK_WAIT_SECONDS="0",
-        **names,
-    )
+    no_wait = {"WINE_PROMOTION_LOCK_WAIT_SECONDS": "0"}
+    result = run_training(mlflow_server.url, candidates="LogisticRegression", **no_wait, **names)
 
     assert result.returncode == 1, result.stderr[-3000:]
     assert (
@@ -67,9 +59,7 @@ def test_a_lock_whose_lease_expired_is_broken_and_the_session_promotes(
     client = MlflowClient(mlflow_server.url)
     _hold(client, model, "training-session-B on host-b (pid 9)", lease_seconds="0")
 
-    result = train(
-        mlflow_server.url, "--candidates", "LogisticRegression", "--cv-folds", "2", **names
-    )
+    result = run_training(mlflow_server.url, candidates="LogisticRegression", **names)
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert (

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -14,7 +12,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import accuracy_score
 
-from devstack import MlflowServer, free_port
+from devstack import MlflowServer, free_port, run_training
 from model_training.data import load_dataset
 from model_training.evaluation import CANDIDATE_METRICS
 from model_training.session import experiment_id
@@ -32,22 +30,6 @@ CANDIDATES = {
 }
 
 
-def train(tracking_uri: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """Runs the training job as a user would, and returns its exit code and output."""
-    return subprocess.run(
-        [sys.executable, "-m", "model_training", *args],
-        env={
-            **os.environ,
-            "MLFLOW_TRACKING_URI": tracking_uri,
-            "MLFLOW_DISABLE_TELEMETRY": "true",
-            **env,
-        },
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 @pytest.fixture(scope="module")
 def names() -> dict[str, str]:
     """Names unique to this module's run, so the shared server needs no cleaning."""
@@ -60,7 +42,7 @@ def first_session(
     mlflow_server: MlflowServer, names: dict[str, str]
 ) -> subprocess.CompletedProcess[str]:
     """One full training session with every default candidate."""
-    result = train(mlflow_server.url, "--cv-folds", "3", GIT_COMMIT=COMMIT, BUILD_ID="17", **names)
+    result = run_training(mlflow_server.url, cv_folds=3, GIT_COMMIT=COMMIT, BUILD_ID="17", **names)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -235,12 +217,9 @@ def test_a_worse_candidate_never_moves_the_champion(
     first_session, mlflow_server: MlflowServer, client: MlflowClient, names: dict[str, str]
 ) -> None:
     # No floor: the baseline is turned down for being worse than the champion, not for the floor.
-    result = train(
+    result = run_training(
         mlflow_server.url,
-        "--candidates",
-        "DummyClassifier",
-        "--cv-folds",
-        "3",
+        candidates="DummyClassifier",
         WINE_MIN_ACCURACY="0",
         **names,
     )
@@ -263,7 +242,7 @@ def test_a_rejected_dataset_logs_nothing(
     bad = tmp_path / "bad.csv"
     bad.write_text("alcohol,target\n13.2,0\nabc,5\n")
     experiment = f"rejected-{uuid.uuid4().hex[:8]}"
-    result = train(mlflow_server.url, "--data", str(bad), WINE_EXPERIMENT_NAME=experiment)
+    result = run_training(mlflow_server.url, "--data", str(bad), WINE_EXPERIMENT_NAME=experiment)
     assert result.returncode == 2
     assert "missing columns: malic_acid" in result.stderr
     assert "unknown label(s) '5'" in result.stderr
@@ -272,10 +251,8 @@ def test_a_rejected_dataset_logs_nothing(
 
 
 def test_unreachable_server_gives_a_clear_error_after_bounded_retries() -> None:
-    result = train(
+    result = run_training(
         f"http://127.0.0.1:{free_port()}",
-        "--cv-folds",
-        "2",
         WINE_MLFLOW_CONNECT_ATTEMPTS="3",
         WINE_MLFLOW_CONNECT_MAX_BACKOFF="0.2",
     )
@@ -288,10 +265,8 @@ def test_a_refused_login_gives_a_clear_error_and_logs_nothing(
     mlflow_server: MlflowServer, client: MlflowClient
 ) -> None:
     experiment = f"refused-{uuid.uuid4().hex[:8]}"
-    result = train(
+    result = run_training(
         mlflow_server.url,
-        "--cv-folds",
-        "2",
         MLFLOW_TRACKING_USERNAME="trainer",
         MLFLOW_TRACKING_PASSWORD="not-the-trainer-password",
         WINE_EXPERIMENT_NAME=experiment,

@@ -16,8 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devstack import Service, free_port, start_api, start_mlflow_server
-from tests.integration.test_training_session import train
+from devstack import Service, free_port, run_training, start_api, start_mlflow_server
 from tests.prediction_api.contract import FIXED_SEED, check_contract
 
 pytestmark = pytest.mark.integration
@@ -35,9 +34,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     )
     process: Service | None = None
     try:
-        training = train(
-            server.url, "--candidates", "LogisticRegression", "--cv-folds", "2", **NAMES
-        )
+        training = run_training(server.url, candidates="LogisticRegression", **NAMES)
         assert training.returncode == 0, training.stderr[-3000:]
         process = start_api(server.url, workdir, WINE_MODEL_NAME=NAMES["WINE_MODEL_NAME"])
         yield process

@@ -20,12 +20,15 @@ from devstack.services import (
     auth_env,
     free_port,
     metric_value,
+    run_training,
     series,
     start_api,
     start_exporter,
     start_mlflow_server,
     start_prometheus,
     start_service,
+    training_command,
+    training_env,
 )
 
 __all__ = [
@@ -43,10 +46,13 @@ __all__ = [
     "metric_value",
     "postgres_bindir",
     "postgres_server",
+    "run_training",
     "series",
     "start_api",
     "start_exporter",
     "start_mlflow_server",
     "start_prometheus",
     "start_service",
+    "training_command",
+    "training_env",
 ]

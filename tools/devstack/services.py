@@ -328,6 +328,53 @@ def start_api(
     )
 
 
+def training_command(
+    *args: str, candidates: str | None = None, cv_folds: int | None = 2
+) -> list[str]:
+    """The training job's command line (``python -m model_training``) as a user types it.
+
+    Two cross-validation folds by default: the quickest session that still does every step.
+    """
+    options = [*(["--candidates", candidates] if candidates else [])]
+    options += ["--cv-folds", str(cv_folds)] if cv_folds is not None else []
+    return [sys.executable, "-m", "model_training", *options, *args]
+
+
+def training_env(tracking_uri: str, **env: str) -> dict[str, str]:
+    """The environment of a training job logging to ``tracking_uri`` (plus ``env``)."""
+    return {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        **env,
+    }
+
+
+def run_training(
+    tracking_uri: str,
+    *args: str,
+    candidates: str | None = None,
+    cv_folds: int | None = 2,
+    **env: str,
+) -> subprocess.CompletedProcess[str]:
+    """Runs one training session to its end, as a user would; returns exit code and output.
+
+    Args:
+        tracking_uri: The MLflow server (or store) the session logs to.
+        args: More command-line arguments (``--data FILE``).
+        candidates: ``--candidates`` (comma-separated), when given.
+        cv_folds: ``--cv-folds`` (2: the quickest session; None: the setting's default).
+        env: Settings of the session (``WINE_MODEL_NAME=...``).
+    """
+    return subprocess.run(
+        training_command(*args, candidates=candidates, cv_folds=cv_folds),
+        env=training_env(tracking_uri, **env),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 def series(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """Parses a Prometheus exposition into {(sample name, labels): value}.
 
