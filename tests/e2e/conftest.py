@@ -121,6 +121,16 @@ class Stack:
             timeout=600,
         ).stdout
 
+    def inspect(self, service: str, template: str) -> str:
+        """``docker inspect --format TEMPLATE`` of the service's container, e.g. its health."""
+        container = self.compose("ps", "--quiet", service).strip()
+        return subprocess.run(
+            ["docker", "inspect", "--format", template, container],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:

@@ -8,7 +8,6 @@ machines without a registry, so its dashboards are proven query by query against
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import threading
 import time
 
@@ -87,13 +86,7 @@ def test_provoked_faults_fire_alerts(stack: Stack) -> None:
 
 def _health(stack: Stack, service: str) -> str:
     """The Docker health status of a service's container: healthy, unhealthy or starting."""
-    container = stack.compose("ps", "--quiet", service).strip()
-    return subprocess.run(
-        ["docker", "inspect", "--format", "{{.State.Health.Status}}", container],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    return stack.inspect(service, "{{.State.Health.Status}}")
 
 
 def test_a_database_outage_marks_mlflow_unhealthy_fires_an_alert_and_spares_the_api(

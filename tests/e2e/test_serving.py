@@ -5,8 +5,6 @@ Runs after tests/e2e/test_stack.py (see MODULE_ORDER), on the same stack.
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -32,14 +30,7 @@ def _champion(stack: Stack) -> str:
 
 def _started_at(stack: Stack, service: str) -> str:
     """When the service's container started: unchanged means not restarted."""
-    states = json.loads(stack.compose("ps", "--format", "json", service))
-    container = states["ID"] if isinstance(states, dict) else states[0]["ID"]
-    return subprocess.run(
-        ["docker", "inspect", "-f", "{{.State.StartedAt}}", container],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    return stack.inspect(service, "{{.State.StartedAt}}")
 
 
 def test_api_predicts_every_wine_like_the_champion_offline(stack: Stack) -> None:
