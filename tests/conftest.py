@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -20,6 +20,18 @@ def _mlflow_admin_login() -> Iterator[None]:
         for key, value in auth_env("admin").items():
             patch.setenv(key, value)
         yield
+
+
+@pytest.fixture
+def mlflow_process_uri(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """Sets MLflow's process-wide tracking URI the way a fresh process finds it: from
+    ``MLFLOW_TRACKING_URI``, nothing cached (undone after the test)."""
+
+    def point_at(uri: str) -> None:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        monkeypatch.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", None)
+
+    return point_at
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])

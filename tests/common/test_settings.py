@@ -1,5 +1,6 @@
 """Settings come from the environment or, for secrets, from files (``VAR_FILE``)."""
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -8,14 +9,21 @@ import pytest
 from wine_mlops.settings import MlflowSettings, load_settings, use_mlflow_http
 
 
+def _login_from_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, user: str, password: str
+) -> None:
+    """The login as compose hands it over: the user in the environment, the password in a file."""
+    secret = tmp_path / "password"
+    secret.write_text(password)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD_FILE", str(secret))
+
+
 def test_a_password_comes_from_the_file_its_file_variable_names(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    secret = tmp_path / "password"
-    secret.write_text("s3cret with spaces\n")
-    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "prediction-api")
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD_FILE", str(secret))
+    _login_from_file(monkeypatch, tmp_path, "prediction-api", "s3cret with spaces\n")
     settings = MlflowSettings()
     assert settings.tracking_password is not None
     assert settings.tracking_password.get_secret_value() == "s3cret with spaces"
@@ -25,11 +33,7 @@ def test_a_password_comes_from_the_file_its_file_variable_names(
 def test_use_credentials_hands_the_login_to_mlflows_client(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    secret = tmp_path / "password"
-    secret.write_text("from-a-file")
-    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "trainer")
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD_FILE", str(secret))
+    _login_from_file(monkeypatch, tmp_path, "trainer", "from-a-file")
     MlflowSettings().use_credentials()
     from mlflow.utils.credentials import get_default_host_creds
 
@@ -77,12 +81,11 @@ def test_use_mlflow_http_leaves_mlflows_defaults_when_a_service_has_none() -> No
 
 
 def test_use_tracking_uri_points_mlflows_fluent_api_at_the_settings_server(
-    monkeypatch: pytest.MonkeyPatch,
+    mlflow_process_uri: Callable[[str], None],
 ) -> None:
     import mlflow
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://elsewhere:5000")
-    monkeypatch.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", None)
+    mlflow_process_uri("http://elsewhere:5000")
     server: dict[str, Any] = {"MLFLOW_TRACKING_URI": "http://mlflow-server:5000"}
     MlflowSettings(**server).use_tracking_uri()
     assert mlflow.get_tracking_uri() == "http://mlflow-server:5000"

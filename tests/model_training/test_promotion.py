@@ -41,19 +41,19 @@ def test_a_candidate_below_the_accuracy_floor_is_never_promoted() -> None:
     assert decide(metrics(0.95), metrics(0.70), "2", min_accuracy=0.9).promote
 
 
-def test_ties_are_broken_by_macro_f1_then_log_loss() -> None:
-    assert not decide(
-        metrics(0.97, f1_macro=0.95), metrics(0.97, f1_macro=0.96), min_accuracy=NO_FLOOR
-    ).promote
-    assert decide(
-        metrics(0.97, f1_macro=0.96), metrics(0.97, f1_macro=0.95), min_accuracy=NO_FLOOR
-    ).promote
-    assert not decide(
-        metrics(0.97, log_loss=0.3), metrics(0.97, log_loss=0.1), min_accuracy=NO_FLOOR
-    ).promote
-    assert decide(
-        metrics(0.97, log_loss=0.1), metrics(0.97, log_loss=0.3), min_accuracy=NO_FLOOR
-    ).promote
+@pytest.mark.parametrize(
+    ("better", "worse"),
+    [
+        (metrics(0.97, f1_macro=0.96), metrics(0.97, f1_macro=0.95)),
+        (metrics(0.97, log_loss=0.1), metrics(0.97, log_loss=0.3)),
+    ],
+    ids=["macro-f1", "log-loss"],
+)
+def test_ties_are_broken_by_macro_f1_then_log_loss(
+    better: dict[str, float], worse: dict[str, float]
+) -> None:
+    assert decide(better, worse, min_accuracy=NO_FLOOR).promote
+    assert not decide(worse, better, min_accuracy=NO_FLOOR).promote
 
 
 def test_the_floor_is_the_stack_setting_unless_the_operator_sets_it(

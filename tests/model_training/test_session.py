@@ -1,5 +1,6 @@
 """A session logs only into the tracking server its entry point made the process's."""
 
+from collections.abc import Callable
 from typing import Any
 
 import mlflow
@@ -11,10 +12,9 @@ from model_training.settings import TrainingSettings
 
 
 def test_a_session_refuses_a_server_other_than_the_processs(
-    monkeypatch: pytest.MonkeyPatch,
+    mlflow_process_uri: Callable[[str], None],
 ) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
-    monkeypatch.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", None)
+    mlflow_process_uri("http://127.0.0.1:9")
     server: dict[str, Any] = {"MLFLOW_TRACKING_URI": "http://mlflow-server:5000"}
     settings = TrainingSettings(**server)
     with pytest.raises(RuntimeError, match=r"call settings\.use_tracking_uri\(\) first"):
