@@ -21,6 +21,7 @@ from grafana.dashboards_as_code.panels import (
     table_panel,
     time_series,
 )
+from wine_mlops.settings import DEFAULT_MIN_ACCURACY
 
 UID = "wine-model-quality"
 
@@ -32,8 +33,9 @@ QUALITY_METRICS = (
     ("f1_macro", "F1 (macro)"),
 )
 
-#: The accuracy floor of the WineChampionAccuracyBelowFloor alert (prometheus/rules).
-ACCURACY_FLOOR = 0.9
+#: The promotion floor (WINE_MIN_ACCURACY's default), which the exporter publishes for the
+#: WineChampionAccuracyBelowFloor alert: panel colours turn at it.
+ACCURACY_FLOOR = DEFAULT_MIN_ACCURACY
 
 #: Every quality metric, as a PromQL regex.
 ANY_QUALITY_METRIC = "|".join(metric for metric, _ in QUALITY_METRICS)
