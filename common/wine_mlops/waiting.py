@@ -51,14 +51,17 @@ def wait_until(
         result = condition()
         if result:
             return result
-        out_of_attempts = attempts is not None and attempt >= attempts
-        out_of_time = deadline is not None and time.monotonic() + pause > deadline
-        if out_of_attempts or out_of_time:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if (attempts is not None and attempt >= attempts) or (
+            remaining is not None and remaining <= 0
+        ):
             spent = f"{attempt} attempt{'s' if attempt > 1 else ''}"
-            limit = f" within {timeout:g} s" if out_of_time else ""
+            limit = f" within {timeout:g} s" if remaining is not None and remaining <= 0 else ""
             raise TimeoutError(f"gave up waiting for {what}{limit} ({spent})")
+        # The last pause ends at the deadline, so the condition is asked once more then.
+        step = pause if remaining is None else min(pause, remaining)
         if on_retry is not None:
-            on_retry(attempt, pause)
-        time.sleep(pause)
+            on_retry(attempt, step)
+        time.sleep(step)
         if max_interval is not None:
             pause = min(pause * 2, max_interval)

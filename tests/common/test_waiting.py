@@ -19,6 +19,13 @@ def test_a_deadline_that_passes_names_what_was_awaited() -> None:
     assert time.monotonic() - started < 1.0
 
 
+def test_the_condition_is_asked_once_more_at_the_deadline() -> None:
+    """A state reached just before the deadline counts, however long the pause."""
+    ready_at = time.monotonic() + 0.2
+    assert wait_until(lambda: time.monotonic() >= ready_at, "the state", timeout=0.3, interval=5)
+    assert time.monotonic() < ready_at + 0.5
+
+
 def test_attempts_bound_the_calls_and_pauses_double_up_to_the_cap() -> None:
     calls: list[int] = []
     pauses: list[float] = []

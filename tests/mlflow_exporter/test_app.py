@@ -15,6 +15,7 @@ from mlflow_exporter.snapshot import LatestRun, Snapshot
 from tests.mlflow_exporter.conftest import Clock, ScriptedSource
 from tests.mlflow_exporter.support import value
 from wine_mlops.settings import DEFAULT_MIN_ACCURACY
+from wine_mlops.waiting import wait_until
 
 ACCURACY = {
     "experiment": "wine-classifier",
@@ -120,15 +121,14 @@ def test_openmetrics_is_served_to_clients_that_ask_for_it(snapshot: Snapshot, cl
 def test_the_background_refresher_reads_every_interval(snapshot: Snapshot) -> None:
     source = ScriptedSource(snapshot)
     app = create_app(
-        ExporterSettings.model_validate({"EXPORTER_REFRESH_INTERVAL": 0.05}),
+        ExporterSettings.model_validate(
+            {"EXPORTER_REFRESH_INTERVAL": 0.05, "EXPORTER_MIN_PAUSE": 0}
+        ),
         source=source,
     )
     refresher: Refresher = app.extensions[EXTENSION]
     try:
-        deadline = time.monotonic() + 10
-        while source.reads < 3 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert source.reads >= 3
+        wait_until(lambda: source.reads >= 3, "three refreshes", timeout=10, interval=0.02)
         assert refresher.alive
         assert app.test_client().get("/healthz").json["status"] == "ok"  # type: ignore[index]
     finally:
@@ -159,12 +159,9 @@ def test_a_refresh_longer_than_the_interval_is_followed_by_the_minimum_pause(
     )
     refresher: Refresher = app.extensions[EXTENSION]
     try:
-        deadline = time.monotonic() + 20
-        while len(starts) < 4 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: len(starts) >= 4, "four refreshes", timeout=20, interval=0.05)
     finally:
         refresher.stop()
-    assert len(starts) >= 4
     gaps = [start - end for start, end in zip(starts[1:], ends, strict=False)]
     assert min(gaps) >= 0.45  # not the 0.05 s interval: the 0.5 s pause
     assert refresher.pause_after(0.2) == 0.5
