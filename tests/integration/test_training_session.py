@@ -42,7 +42,9 @@ def first_session(
     mlflow_server: MlflowServer, names: dict[str, str]
 ) -> subprocess.CompletedProcess[str]:
     """One full training session with every default candidate."""
-    result = run_training(mlflow_server.url, cv_folds=3, GIT_COMMIT=COMMIT, BUILD_ID="17", **names)
+    result = run_training(
+        mlflow_server.url, cv_folds="3", GIT_COMMIT=COMMIT, BUILD_ID="17", **names
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 

@@ -329,14 +329,14 @@ def start_api(
 
 
 def training_command(
-    *args: str, candidates: str | None = None, cv_folds: int | None = 2
+    *args: str, candidates: str | None = None, cv_folds: str | None = "2"
 ) -> list[str]:
     """The training job's command line (``python -m model_training``) as a user types it.
 
     Two cross-validation folds by default: the quickest session that still does every step.
     """
     options = [*(["--candidates", candidates] if candidates else [])]
-    options += ["--cv-folds", str(cv_folds)] if cv_folds is not None else []
+    options += ["--cv-folds", cv_folds] if cv_folds is not None else []
     return [sys.executable, "-m", "model_training", *options, *args]
 
 
@@ -354,7 +354,7 @@ def run_training(
     tracking_uri: str,
     *args: str,
     candidates: str | None = None,
-    cv_folds: int | None = 2,
+    cv_folds: str | None = "2",
     **env: str,
 ) -> subprocess.CompletedProcess[str]:
     """Runs one training session to its end, as a user would; returns exit code and output.
@@ -363,7 +363,8 @@ def run_training(
         tracking_uri: The MLflow server (or store) the session logs to.
         args: More command-line arguments (``--data FILE``).
         candidates: ``--candidates`` (comma-separated), when given.
-        cv_folds: ``--cv-folds`` (2: the quickest session; None: the setting's default).
+        cv_folds: ``--cv-folds`` ("2": the quickest session; None: the setting's default).
+            Text like every other argument, so that ``**env`` cannot be mistaken for it.
         env: Settings of the session (``WINE_MODEL_NAME=...``).
     """
     return subprocess.run(
