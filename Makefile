@@ -15,7 +15,9 @@ export SECRETS_DIR
 # secret files). Expanded when a recipe runs, after `make env` has written the files.
 export SECRETS_DIGEST = $(shell cat $(SECRETS_DIR)/* 2>/dev/null | sha256sum | cut -c1-16)
 REPORTS ?= reports
-MLFLOW_TRACKING_URI ?= http://127.0.0.1:5000
+# The stack's MLflow as seen from the host: its published port is MLFLOW_PORT of $(ENV_FILE).
+MLFLOW_PORT ?= $(or $(shell sed -n 's/^MLFLOW_PORT=\([0-9][0-9]*\).*/\1/p' $(ENV_FILE) 2>/dev/null | tail -n 1),5000)
+MLFLOW_TRACKING_URI ?= http://127.0.0.1:$(MLFLOW_PORT)
 COMPOSE := docker compose --env-file $(ENV_FILE)
 
 # Long-running services of the stack (model-training is a one-shot job). The serving ones

@@ -57,9 +57,6 @@ WIRING = {
     "MLFLOW_ARTIFACTS_DESTINATION",  # the volume's mount point
     "MLFLOW_PROMETHEUS_DIR",
     "MLFLOW_SERVER_ALLOWED_HOSTS",
-    "MLFLOW_WORKERS",
-    "MLFLOW_AUTH_CACHE_SECONDS",
-    "EXPORTER_RUN_NAME_SUFFIX",  # a regular expression; blank has a meaning of its own
 }
 
 #: A distinctive, valid value for each documented variable a settings class reads (the
@@ -106,6 +103,9 @@ VALUES = {
     "EXPORTER_MAX_RUN_NAMES": "12",
     "EXPORTER_MAX_METRICS": "13",
     "EXPORTER_MAX_MODELS": "14",
+    "EXPORTER_RUN_NAME_SUFFIX": r"-v\d+$",
+    "MLFLOW_WORKERS": "3",
+    "MLFLOW_AUTH_CACHE_SECONDS": "17",
 }
 
 
@@ -209,7 +209,8 @@ def test_each_service_settings_hold_the_distinctive_values(
     for name, cls in SERVICES.items():
         for key in list(os.environ):
             monkeypatch.delenv(key)
-        for key, value in (rendered["services"][name].get("environment") or {}).items():
+        for key, rendered_value in (rendered["services"][name].get("environment") or {}).items():
+            value = rendered_value.replace("$$", "$")  # `compose config` escapes a literal $
             monkeypatch.setenv(key, files.get(value, value) if key.endswith("_FILE") else value)
         settings = cls()
         fields = env_names(cls)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import ClassVar
 
 from pydantic import Field, field_validator
 
@@ -33,14 +32,12 @@ class ExporterSettings(MlflowSettings):
       ``EXPORTER_MAX_MODELS``: the label-cardinality bounds (see the README).
     - ``EXPORTER_RUN_NAME_SUFFIX``: a regular expression cut from the end of run names before
       grouping, so that time-stamped names (``training-session-20250101-120000``) make one
-      series, not one per session. Empty disables it.
+      series, not one per session. Blank means this default, like every setting; a pattern
+      that never matches, ``(?!)``, turns the cut off.
     - ``EXPORTER_MLFLOW_TIMEOUT``: seconds an MLflow request may take (default 10; an
       ``MLFLOW_HTTP_REQUEST_TIMEOUT`` in the environment takes precedence).
     - ``LOG_LEVEL``.
     """
-
-    #: An empty EXPORTER_RUN_NAME_SUFFIX disables the cut; it is not the default pattern.
-    blank_kept: ClassVar[frozenset[str]] = frozenset({"run_name_suffix"})
 
     refresh_interval_seconds: float = Field(
         default=15.0, gt=0, validation_alias="EXPORTER_REFRESH_INTERVAL"
