@@ -35,6 +35,37 @@ def test_operations_have_readable_ids_and_every_tag_is_described(client: TestCli
     assert used == set(tags)
 
 
+def test_body_routes_document_413_and_415_as_problems(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    with_body = {
+        f"{method.upper()} {path}": operation
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if "requestBody" in operation
+    }
+    assert set(with_body) == {"POST /predict", "POST /predict/batch"}
+    for name, operation in with_body.items():
+        for status in ("413", "415"):
+            answer = operation["responses"].get(status)
+            assert answer is not None, f"{name} does not document {status}"
+            assert answer["description"], (name, status)
+            schema = answer["content"]["application/problem+json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/Problem"}, (name, status)
+    assert "Problem" in document["components"]["schemas"]
+
+
+def test_metrics_are_documented_as_plain_text_and_answered_in_prometheus_format(
+    client: TestClient,
+) -> None:
+    document = client.get("/openapi.json").json()
+    ok = document["paths"]["/metrics"]["get"]["responses"]["200"]
+    assert ok["content"] == {"text/plain": {"schema": {"type": "string"}}}
+    answer = client.get("/metrics")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain; version=")
+    assert "# TYPE wine_api_" in answer.text
+
+
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
 def test_the_pages_load_only_the_apis_own_assets(client: TestClient, page: str) -> None:
     answer = client.get(page)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from prediction_api import errors
@@ -37,7 +38,9 @@ async def readyz(predictor: PredictorDep) -> Readiness:
 @router.get(
     "/metrics",
     summary="Prometheus metrics (text exposition format)",
-    response_class=PrometheusText,
+    # Documented as plain text; the answer names the exposition format's version too.
+    response_class=PlainTextResponse,
+    responses={200: {"description": "The metrics, in Prometheus's text exposition format"}},
 )
 async def prometheus_metrics(metrics: MetricsDep) -> PrometheusText:
     return PrometheusText(generate_latest(metrics.registry))
