@@ -11,6 +11,9 @@ only on our own terms:
   ``serialization_format: skops``; any other format is refused before a byte is
   deserialised;
 - the signature's inputs must be the 13 wine features, in order;
+- the only extra file a model may carry is its training ranges
+  (:data:`~wine_mlops.training_ranges.TRAINING_RANGES_FILE`, listed in the sklearn flavor's
+  ``extra_files``), read as strictly validated JSON;
 - the skops file may name only skops' default-trusted types and :data:`TRUSTED_TYPES`, a
   fixed list kept here (the ``skops_trusted_types`` written in ``MLmodel`` is ignored);
 - the loaded estimator must classify into the classes 0, 1 and 2.
@@ -26,12 +29,15 @@ import json
 import logging
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import yaml
+from pydantic import ValidationError
 
 from wine_mlops.features import CLASS_IDS, FEATURE_NAMES
+from wine_mlops.training_ranges import TRAINING_RANGES_FILE, TrainingRanges
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -69,6 +75,12 @@ REFUSAL_KINDS: Final[tuple[str, ...]] = (
 
 MLMODEL_FILE: Final = "MLmodel"
 _MAX_MLMODEL_BYTES: Final = 1024 * 1024
+
+#: Where MLflow puts a flavor's ``extra_files`` inside the model directory.
+EXTRA_FILES_DIR: Final = "extra_files"
+#: The extra files a model may list (its sklearn flavor's ``extra_files``): the ranges only.
+ALLOWED_EXTRA_FILES: Final[tuple[str, ...]] = (f"{EXTRA_FILES_DIR}/{TRAINING_RANGES_FILE}",)
+_MAX_RANGES_BYTES: Final = 64 * 1024
 _MAX_LISTING_ENTRIES: Final = 10_000
 
 
@@ -150,6 +162,55 @@ def skops_file(model_dir: Path, mlmodel: dict[str, Any]) -> Path:
     if path == root or not path.is_relative_to(root) or not path.is_file():
         raise UnsafeModelError("malformed", "the sklearn flavor names no model file in the model")
     return path
+
+
+def read_training_ranges(model_dir: Path, mlmodel: dict[str, Any]) -> TrainingRanges | None:
+    """Reads the training ranges a model carries, if it lists them (nothing is deserialised).
+
+    Args:
+        model_dir: The model directory.
+        mlmodel: Its parsed ``MLmodel``.
+
+    Returns:
+        The ranges, or None when the sklearn flavor lists no extra files (a model logged
+        before training wrote them).
+
+    Raises:
+        UnsafeModelError: When the flavor lists any other extra file, or the ranges file is
+            missing, outside the directory, too large, not JSON, or not 13 finite ranges.
+    """
+    flavors = mlmodel.get("flavors")
+    flavor = flavors.get("sklearn") if isinstance(flavors, dict) else None
+    listed = flavor.get("extra_files") if isinstance(flavor, dict) else None
+    if listed is None or listed == []:
+        return None
+    paths = (
+        [entry.get("path") for entry in listed if isinstance(entry, dict)]
+        if isinstance(listed, list)
+        else []
+    )
+    if not paths or len(paths) != len(listed) or any(p not in ALLOWED_EXTRA_FILES for p in paths):
+        shown = ", ".join(repr(str(p)[:60]) for p in paths[:3]) or "entries that are no paths"
+        raise UnsafeModelError(
+            "malformed",
+            f"the model lists extra files {shown}; only {ALLOWED_EXTRA_FILES[0]!r} is accepted",
+        )
+    root = model_dir.resolve()
+    path = (root / ALLOWED_EXTRA_FILES[0]).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise UnsafeModelError("malformed", f"the model lists {TRAINING_RANGES_FILE} but lacks it")
+    if path.stat().st_size > _MAX_RANGES_BYTES:
+        raise UnsafeModelError("malformed", f"its {TRAINING_RANGES_FILE} is larger than 64 KiB")
+    try:
+        return TrainingRanges.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])[:80] or "the document"
+        raise UnsafeModelError(
+            "malformed",
+            f"its {TRAINING_RANGES_FILE} is invalid ({exc.error_count()} error(s); "
+            f"{where}: {first['msg'][:120]})",
+        ) from None
 
 
 def check_signature(mlmodel: dict[str, Any]) -> None:
@@ -255,18 +316,32 @@ def check_classes(estimator: Any) -> None:
         )
 
 
-def load_model_dir(model_dir: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
-    """Loads a downloaded MLflow sklearn model after checking everything it claims.
+@dataclass(frozen=True)
+class ModelFiles:
+    """What a model directory holds once checked and loaded.
 
-    The checks that need no deserialisation (format, file, signature, declared types) all
-    run before the skops file is loaded.
+    Attributes:
+        estimator: The fitted scikit-learn classifier.
+        training_ranges: The feature ranges of its training split, or None when the model
+            carries none (logged before training wrote them).
+    """
+
+    estimator: Any
+    training_ranges: TrainingRanges | None
+
+
+def load_model_files(model_dir: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> ModelFiles:
+    """Loads a downloaded MLflow sklearn model and its training ranges, checking everything.
+
+    The checks that need no deserialisation (format, file, signature, extra files and the
+    ranges, declared types) all run before the skops file is loaded.
 
     Args:
         model_dir: The model directory (with ``MLmodel`` at its top).
         max_bytes: Largest unpacked size of the skops file.
 
     Returns:
-        The fitted scikit-learn classifier.
+        The fitted classifier and its training ranges.
 
     Raises:
         UnsafeModelError: With the reason the model is refused.
@@ -274,9 +349,24 @@ def load_model_dir(model_dir: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     mlmodel = read_mlmodel(model_dir)
     path = skops_file(model_dir, mlmodel)
     check_signature(mlmodel)
+    ranges = read_training_ranges(model_dir, mlmodel)
     estimator = load_skops(path, max_bytes)
     check_classes(estimator)
-    return estimator
+    return ModelFiles(estimator, ranges)
+
+
+def load_model_dir(model_dir: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
+    """Loads a downloaded MLflow sklearn model after checking everything it claims.
+
+    As :func:`load_model_files`, for callers that need the estimator only.
+
+    Returns:
+        The fitted scikit-learn classifier.
+
+    Raises:
+        UnsafeModelError: With the reason the model is refused.
+    """
+    return load_model_files(model_dir, max_bytes).estimator
 
 
 class ArtifactListing(Protocol):
@@ -331,6 +421,22 @@ def load_model_version(
     version: str,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Any:
+    """The estimator of one registered version (:func:`load_version_files`, estimator only).
+
+    Raises:
+        UnsafeModelError: When the version is refused.
+        mlflow.exceptions.MlflowException: When the registry or the download fails.
+    """
+    return load_version_files(client, tracking_uri, name, version, max_bytes).estimator
+
+
+def load_version_files(
+    client: MlflowClient,
+    tracking_uri: str,
+    name: str,
+    version: str,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> ModelFiles:
     """Downloads one registered version into a temporary folder and loads it safely.
 
     Nothing global is changed: the tracking URI is passed to the artifact repository.
@@ -343,11 +449,11 @@ def load_model_version(
         max_bytes: Largest total size of the version's artifacts.
 
     Returns:
-        The fitted scikit-learn classifier.
+        The fitted scikit-learn classifier and the training ranges logged with it.
 
     Raises:
         UnsafeModelError: When the version is refused (too large, not skops, untrusted
-            types, wrong signature or classes).
+            types, wrong signature, classes or ranges file).
         mlflow.exceptions.MlflowException: When the registry or the download fails.
     """
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
@@ -357,4 +463,4 @@ def load_model_version(
     check_artifacts_size(repository, max_bytes)
     with tempfile.TemporaryDirectory(prefix="wine-model-") as tmp:
         local = Path(repository.download_artifacts("", dst_path=tmp))
-        return load_model_dir(local, max_bytes)
+        return load_model_files(local, max_bytes)

@@ -34,6 +34,7 @@ from model_training.settings import TrainingSettings
 from wine_mlops.features import CLASS_IDS, CLASS_NAMES, FEATURE_NAMES, TARGET, class_name
 from wine_mlops.model_files import TRUSTED_TYPES, UnsafeModelError, load_model_version
 from wine_mlops.tracking import version_by_alias, wait_for_tracking_server
+from wine_mlops.training_ranges import TRAINING_RANGES_FILE, TrainingRanges
 
 log = logging.getLogger(__name__)
 
@@ -260,8 +261,26 @@ def _log_candidate(result: Evaluation, split: Split, workdir: Path) -> str:
         input_example=split.x_test.head(3),
         skops_trusted_types=list(TRUSTED_TYPES),
         pip_requirements=list(model_requirements()),
+        extra_files=[str(write_training_ranges(split, workdir / result.name))],
     )
     return info.model_uri
+
+
+def write_training_ranges(split: Split, folder: Path) -> Path:
+    """Writes the training split's per-feature min and max as the model's ranges file.
+
+    Logged among the model's own files (``extra_files/training_ranges.json``), so every
+    registered version carries the ranges of the rows it was fitted on: the prediction API
+    warns about inputs outside them.
+
+    Args:
+        split: The session's split; only its training rows count.
+        folder: A folder of its own for the file (created).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / TRAINING_RANGES_FILE
+    path.write_text(TrainingRanges.of(split.x_train).model_dump_json(indent=1), encoding="utf-8")
+    return path
 
 
 def _champion_metrics(

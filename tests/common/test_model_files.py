@@ -7,7 +7,9 @@ and the marker never appears.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import mlflow.sklearn
 import numpy as np
@@ -31,7 +33,9 @@ from wine_mlops.model_files import (
     UnsafeModelError,
     check_artifacts_size,
     load_model_dir,
+    load_model_files,
 )
+from wine_mlops.training_ranges import TRAINING_RANGES_FILE, TrainingRanges
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +192,114 @@ def test_the_size_of_every_artifact_is_added_up_before_download(tmp_path: Path) 
         check_artifacts_size(repository, max_bytes=11_099)
     assert info.value.kind == "too_large"
     assert "11099 bytes" in info.value.reason
+
+
+def ranges_document(wine) -> dict[str, Any]:
+    """A valid ranges document: those of the first 100 wines."""
+    ranges = TrainingRanges.of(wine[list(FEATURE_NAMES)].head(100))
+    document: dict[str, Any] = json.loads(ranges.model_dump_json())
+    return document
+
+
+def model_with_ranges(fitted, wine, tmp_path: Path, document: object) -> Path:
+    """A good model whose extra files hold ``document`` as its training ranges."""
+    ranges_file = tmp_path / "ranges" / TRAINING_RANGES_FILE
+    ranges_file.parent.mkdir()
+    ranges_file.write_text(json.dumps(document))
+    features = wine[list(FEATURE_NAMES)].head(5)
+    return save_good_model(fitted["LogisticRegression"], tmp_path / "model", features, ranges_file)
+
+
+def test_a_model_carries_its_training_ranges_and_one_without_has_none(
+    fitted, wine, tmp_path: Path
+) -> None:
+    document = ranges_document(wine)
+    loaded = load_model_files(model_with_ranges(fitted, wine, tmp_path, document))
+    assert loaded.training_ranges is not None
+    assert loaded.training_ranges.rows == 100
+    assert loaded.training_ranges.features["alcohol"].min == float(wine["alcohol"].head(100).min())
+    assert list(loaded.training_ranges.features) == list(FEATURE_NAMES)
+    assert loaded.estimator.predict(wine[list(FEATURE_NAMES)]).tolist() == (
+        fitted["LogisticRegression"].predict(wine[list(FEATURE_NAMES)]).tolist()
+    )
+
+    plain = save_good_model(
+        fitted["LogisticRegression"], tmp_path / "plain", wine[list(FEATURE_NAMES)].head(5)
+    )
+    assert load_model_files(plain).training_ranges is None
+
+
+def _without_proline(document: dict[str, Any]) -> None:
+    del document["features"]["proline"]
+
+
+def _with_unknown_feature(document: dict[str, Any]) -> None:
+    document["features"]["sugar"] = {"min": 1.0, "max": 2.0}
+
+
+def _reversed_alcohol(document: dict[str, Any]) -> None:
+    document["features"]["alcohol"] = {"min": 14.8, "max": 11.0}
+
+
+def _text_number(document: dict[str, Any]) -> None:
+    document["features"]["hue"]["max"] = "1.7"
+
+
+def _extra_key(document: dict[str, Any]) -> None:
+    document["features"]["ash"]["mean"] = 2.3
+
+
+def _no_rows(document: dict[str, Any]) -> None:
+    document["rows"] = 0
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        (_without_proline, "missing proline"),
+        (_with_unknown_feature, "unknown 'sugar'"),
+        (_reversed_alcohol, "features.alcohol: Value error, min 14.8 is above max 11"),
+        (_text_number, "features.hue.max: Input should be a valid number"),
+        (_extra_key, "features.ash.mean: Extra inputs are not permitted"),
+        (_no_rows, "rows: Input should be greater than or equal to 1"),
+    ],
+)
+def test_training_ranges_that_are_not_13_ordered_finite_ranges_refuse_the_model(
+    damage, said: str, fitted, wine, tmp_path: Path
+) -> None:
+    document = ranges_document(wine)
+    damage(document)
+    error = refusal(model_with_ranges(fitted, wine, tmp_path, document))
+    assert error.kind == "malformed"
+    assert error.reason.startswith(f"its {TRAINING_RANGES_FILE} is invalid (1 error(s); ")
+    assert said in error.reason
+
+
+def test_non_finite_or_non_json_ranges_refuse_the_model(fitted, wine, tmp_path: Path) -> None:
+    document = ranges_document(wine)
+    model_dir = model_with_ranges(fitted, wine, tmp_path, document)
+    ranges_file = model_dir / "extra_files" / TRAINING_RANGES_FILE
+    text = json.dumps(document)
+    ranges_file.write_text(text.replace('"max": 14.83', '"max": Infinity', 1))
+    assert "Infinity" in ranges_file.read_text()
+    error = refusal(model_dir)
+    assert error.kind == "malformed"
+    assert error.reason.startswith(f"its {TRAINING_RANGES_FILE} is invalid (")
+    ranges_file.write_text("{not json")
+    assert refusal(model_dir).kind == "malformed"
+    ranges_file.unlink()
+    assert refusal(model_dir).reason == f"the model lists {TRAINING_RANGES_FILE} but lacks it"
+
+
+def test_a_model_listing_any_other_extra_file_is_refused(fitted, wine, tmp_path: Path) -> None:
+    script = tmp_path / "setup.py"
+    script.write_text("print('hello')\n")
+    model_dir = save_good_model(
+        fitted["LogisticRegression"], tmp_path / "model", wine[list(FEATURE_NAMES)].head(5), script
+    )
+    error = refusal(model_dir)
+    assert error.kind == "malformed"
+    assert error.reason == (
+        "the model lists extra files 'extra_files/setup.py'; only "
+        "'extra_files/training_ranges.json' is accepted"
+    )

@@ -15,7 +15,10 @@ from sklearn.metrics import accuracy_score
 from devstack import MlflowServer, free_port, run_training
 from model_training.data import load_dataset
 from model_training.evaluation import CANDIDATE_METRICS
-from model_training.session import experiment_id
+from model_training.session import experiment_id, split_dataset
+from model_training.settings import TrainingSettings
+from wine_mlops.model_files import load_version_files
+from wine_mlops.training_ranges import TrainingRanges
 
 pytestmark = pytest.mark.integration
 
@@ -213,6 +216,23 @@ def test_best_candidate_is_registered_as_champion_and_predicts_well(
     assert about.startswith(f"{family}, trained on sklearn.datasets.load_wine")
     assert f"accuracy {accuracy:.4f}" in about
     assert "Registered as `champion`: " in about
+
+
+def test_the_registered_version_carries_the_ranges_of_its_training_split(
+    first_session, mlflow_server: MlflowServer, client: MlflowClient, names: dict[str, str]
+) -> None:
+    model = names["WINE_MODEL_NAME"]
+    loaded = load_version_files(client, mlflow_server.url, model, "1")
+    fields = TrainingSettings.model_fields  # the session ran with the default split
+    data = load_dataset()
+    split = split_dataset(data, fields["test_size"].default, fields["seed"].default)
+    assert loaded.training_ranges == TrainingRanges.of(split.x_train)
+    assert loaded.training_ranges.rows == len(split.y_train) == 133
+    # the training rows' ranges, not the whole data set's: e.g. proline reaches 1680 mg/L
+    # in scikit-learn's data, but its highest training value is lower
+    proline = loaded.training_ranges.features["proline"]
+    assert proline.max < float(data.features["proline"].max()) == 1680.0
+    assert proline.max == float(split.x_train["proline"].max())
 
 
 def test_a_worse_candidate_never_moves_the_champion(

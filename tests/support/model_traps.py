@@ -117,13 +117,16 @@ def skops_trap_dir(model_dir: Path, marker: Path) -> Path:
     return model_dir
 
 
-def save_good_model(model: Any, model_dir: Path, features: pd.DataFrame) -> Path:
+def save_good_model(
+    model: Any, model_dir: Path, features: pd.DataFrame, ranges_file: Path | None = None
+) -> Path:
     """Saves a fitted estimator as training logs it (skops, our trusted types, a signature).
 
     Args:
         model: A fitted classifier.
         model_dir: Where to save it (must not exist).
         features: Rows of the frame it was fitted on, for the signature.
+        ranges_file: A training ranges file to log among its extra files, as training does.
 
     Returns:
         The model directory.
@@ -139,6 +142,7 @@ def save_good_model(model: Any, model_dir: Path, features: pd.DataFrame) -> Path
         signature=infer_signature(features, model.predict(features)),
         skops_trusted_types=list(TRUSTED_TYPES),
         pip_requirements=["scikit-learn", "skops"],  # no inference: it would load the model
+        extra_files=[str(ranges_file)] if ranges_file is not None else None,
     )
     return model_dir
 
