@@ -120,7 +120,7 @@ dev: $(BIN)/.installed ## Run the services as local processes on SQLite, no Dock
 	$(BIN)/python -m devstack
 
 urls: ## Print the URLs of the running stack
-	@echo "MLflow UI and API:  http://$$($(COMPOSE) port mlflow-server 5000)"
+	@echo "MLflow UI and API:  http://$$($(COMPOSE) port mlflow-server 5000)  (press \"Model training\" in its sidebar to see the runs)"
 	@echo "Prediction form:    http://$$($(COMPOSE) port prediction-api 7654)/  (API docs: /docs)"
 	@echo "MLflow exporter:    http://$$($(COMPOSE) port mlflow-exporter 8000)/metrics"
 	@echo "Prometheus:         http://$$($(COMPOSE) port prometheus 9090)"
