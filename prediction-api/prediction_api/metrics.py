@@ -15,6 +15,12 @@ class names, model versions, the 13 features, the refusal kinds)::
     wine_api_model_last_load_timestamp_seconds 1.7e+09
     wine_api_registry_check_failures_total 0.0
     wine_api_input_out_of_training_range_total{feature="proline",side="above"} 2.0
+    wine_api_out_of_range_total{feature="alcohol"} 1.0
+
+The last two differ in their reference: ``wine_api_input_out_of_training_range_total`` compares
+inputs with scikit-learn's wine data (the form's reference, a drift signal), while
+``wine_api_out_of_range_total`` counts the warnings answered: values outside the ranges the
+served version was trained on, as logged with it.
 """
 
 from __future__ import annotations
@@ -95,6 +101,13 @@ class ApiMetrics:
             ("feature", "side"),
             registry=self.registry,
         )
+        self.range_warnings = Counter(
+            "wine_api_out_of_range",
+            "Warnings answered: features of classified wines outside the range the serving "
+            "model version was trained on (the ranges logged with it)",
+            ("feature",),
+            registry=self.registry,
+        )
         for kind in LOAD_KINDS:
             for result in LOAD_RESULTS:
                 self.model_loads.labels(kind, result)
@@ -104,6 +117,7 @@ class ApiMetrics:
             side: [self.out_of_range.labels(name, side) for name in FEATURE_NAMES]
             for side in ("below", "above")
         }
+        self._range_warnings = [self.range_warnings.labels(name) for name in FEATURE_NAMES]
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Counts one answered request and records its latency."""
@@ -118,6 +132,12 @@ class ApiMetrics:
                 for child, count in zip(self._out_of_range[side], counts.tolist(), strict=True):
                     if count:
                         child.inc(count)
+
+    def observe_warnings(self, counts: np.ndarray) -> None:
+        """Adds per-feature counts of warnings answered (13 counts, in feature order)."""
+        for child, count in zip(self._range_warnings, counts.tolist(), strict=True):
+            if count:
+                child.inc(count)
 
     def model_loaded(self, served: ServedModel, kind: str) -> None:
         """Records a successful load and what is now served."""

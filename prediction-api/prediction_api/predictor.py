@@ -12,7 +12,7 @@ import numpy as np
 
 from prediction_api.metrics import ApiMetrics
 from prediction_api.reference import ReferenceStats
-from prediction_api.schemas import Prediction
+from prediction_api.schemas import Prediction, RangeWarning
 from prediction_api.serving import ModelStore, ServedModel
 
 
@@ -64,15 +64,18 @@ class Predictor:
             raise NoModelLoadedError(self.model_uri, reason)
         return served
 
-    def predict(self, rows: list[list[float]]) -> tuple[ServedModel, np.ndarray, np.ndarray]:
-        """Classifies rows and counts them in the metrics.
+    def predict(
+        self, rows: list[list[float]]
+    ) -> tuple[ServedModel, np.ndarray, np.ndarray, list[list[RangeWarning]] | None]:
+        """Classifies rows, checks them against the model's training ranges, counts both.
 
         Args:
             rows: Wines, feature values in model order.
 
         Returns:
             The model that answered, each row's best class as an index into its
-            ``class_ids``, and each row's probabilities (columns in ``class_ids`` order).
+            ``class_ids``, each row's probabilities (columns in ``class_ids`` order), and
+            each row's warnings, or None when no value of any row is out of range.
 
         Raises:
             NoModelLoadedError: While no model is loaded.
@@ -82,23 +85,24 @@ class Predictor:
         probabilities = served.predict_proba(matrix)
         best = probabilities.argmax(axis=1)
         self.metrics.observe_inputs(*self.reference.outside_counts(matrix))
+        warnings = None
+        if served.ranges is not None:
+            outside = served.ranges.outside(matrix)
+            if outside is not None:
+                self.metrics.observe_warnings(outside.sum(axis=0))
+                warnings = served.ranges.warnings(matrix, outside)
         for index, count in Counter(best.tolist()).items():
             self.metrics.predictions.labels(served.class_labels[index], served.ref.version).inc(
                 count
             )
-        return served, best, probabilities
-
-    def class_ids(self, rows: list[list[float]]) -> list[int]:
-        """The predicted class id of each row."""
-        served, best, _ = self.predict(rows)
-        return [served.class_ids[index] for index in best.tolist()]
+        return served, best, probabilities, warnings
 
     def answers(self, rows: list[list[float]]) -> list[Prediction]:
         """The answer for each row, in order, all from one model version."""
-        served, best, probabilities = self.predict(rows)
+        served, best, probabilities, warnings = self.predict(rows)
         labels, ids = served.class_labels, served.class_ids
         name, version = served.ref.name, served.ref.version
-        return [
+        answers = [
             Prediction(
                 class_id=ids[index],
                 class_name=labels[index],
@@ -108,3 +112,7 @@ class Predictor:
             )
             for index, row in zip(best.tolist(), probabilities.tolist(), strict=True)
         ]
+        if warnings is not None:
+            for answer, found in zip(answers, warnings, strict=True):
+                answer.warnings.extend(found)
+        return answers

@@ -6,7 +6,7 @@ from typing import Any
 
 from prediction_api.serving import VersionRef
 from prediction_api.settings import ApiSettings
-from wine_mlops.model_files import load_model_version
+from wine_mlops.model_files import ModelFiles, load_version_files
 from wine_mlops.tracking import version_by_alias
 
 
@@ -57,13 +57,14 @@ class MlflowRegistrySource:
             return {}
         return dict(self._registry().get_run(ref.run_id).data.metrics)
 
-    def load(self, ref: VersionRef) -> Any:
-        """Loads a version's estimator safely (:func:`wine_mlops.model_files.load_model_version`).
+    def load(self, ref: VersionRef) -> ModelFiles:
+        """Loads a version's estimator and training ranges safely
+        (:func:`wine_mlops.model_files.load_version_files`).
 
         Raises:
             UnsafeModelError: When the version is refused: too large, not skops, untrusted
                 types, another signature or other classes. Nothing from it ever runs.
         """
-        return load_model_version(
+        return load_version_files(
             self._registry(), self._uri, ref.name, ref.version, self._max_bytes
         )

@@ -111,6 +111,19 @@ WineFeatures.model_config["json_schema_extra"] = {
 WineFeatures.model_rebuild(force=True)
 
 
+class RangeWarning(BaseModel):
+    """One feature of a wine outside the range the answering model was trained on."""
+
+    feature: str = Field(description="The feature's JSON field name, e.g. `alcohol`")
+    value: float = Field(description="The value sent")
+    training_min: float = Field(description="Smallest value of the model's training rows")
+    training_max: float = Field(description="Largest value of the model's training rows")
+    message: str = Field(
+        description="One human sentence, e.g. `alcohol 0.132 is outside the training range "
+        "11.03 to 14.83`"
+    )
+
+
 class Prediction(BaseModel):
     """The answer for one wine."""
 
@@ -119,6 +132,13 @@ class Prediction(BaseModel):
     probabilities: dict[str, float] = Field(description="Probability of each cultivar, by label")
     model_name: str = Field(description="Registered model that answered")
     model_version: str = Field(description="Its registry version")
+    warnings: list[RangeWarning] = Field(
+        default_factory=list,
+        description="Every feature outside the range the answering version was trained on "
+        "(the ranges training logged with it), in feature order; empty when all are inside "
+        "or the version carries no ranges (see `training_ranges` of `GET /model`). The answer "
+        "is still the model's, but it extrapolates: check for a unit mix-up or a typo.",
+    )
 
 
 class RefusedVersion(BaseModel):
@@ -127,6 +147,13 @@ class RefusedVersion(BaseModel):
     version: str = Field(description="The refused registry version")
     kind: str = Field(description="Short label of the refusal, as in wine_api_model_refused")
     reason: str = Field(description="Why it was refused")
+
+
+class TrainingRange(BaseModel):
+    """One feature's range in the served version's training rows."""
+
+    min: float
+    max: float
 
 
 class ServedModelInfo(BaseModel):
@@ -144,6 +171,12 @@ class ServedModelInfo(BaseModel):
         default=None,
         description="The version the alias points to, when it was refused: the model above "
         "keeps serving",
+    )
+    training_ranges: dict[str, TrainingRange] | None = Field(
+        default=None,
+        description="Each feature's range in the training rows of the version served, logged "
+        "with it by training: answers warn about values outside them. Null when the version "
+        "carries no ranges (logged before training wrote them): its answers never warn",
     )
 
 

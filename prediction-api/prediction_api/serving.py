@@ -18,8 +18,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from prediction_api.ranges import RangeCheck
 from wine_mlops.features import FEATURE_NAMES, class_name
-from wine_mlops.model_files import UnsafeModelError
+from wine_mlops.model_files import ModelFiles, UnsafeModelError
+from wine_mlops.training_ranges import TrainingRanges
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,10 @@ class ModelSource(Protocol):
     def load(self, ref: VersionRef) -> Any:
         """Downloads and deserialises one version's scikit-learn estimator.
 
+        Returns:
+            A :class:`~wine_mlops.model_files.ModelFiles` (the estimator and the training
+            ranges logged with it), or the bare estimator of a version without ranges.
+
         Raises:
             UnsafeModelError: When the version is refused (it will not be tried again).
             Exception: Any other failure (e.g. a download) is retried at the next check.
@@ -89,6 +95,7 @@ class ServedModel:
         class_labels: The human label of each of those classes.
         loaded_at: When this process loaded it.
         metrics: The test metrics of the run that logged it, read once when it was loaded.
+        ranges: The training ranges logged with it, or None (its answers never warn).
     """
 
     estimator: Any
@@ -97,6 +104,7 @@ class ServedModel:
     class_labels: tuple[str, ...]
     loaded_at: datetime
     metrics: dict[str, float] = field(default_factory=dict)
+    ranges: RangeCheck | None = None
 
     def predict_proba(self, rows: np.ndarray) -> np.ndarray:
         """Class probabilities of each row (columns in :attr:`class_ids` order)."""
@@ -111,6 +119,7 @@ def build_served_model(
     ref: VersionRef,
     class_names: tuple[str, ...],
     metrics: dict[str, float] | None = None,
+    ranges: TrainingRanges | None = None,
 ) -> ServedModel:
     """Checks that an estimator is a wine classifier the API can serve, and wraps it.
 
@@ -119,6 +128,7 @@ def build_served_model(
         ref: Where it came from.
         class_names: Labels of class ids 0, 1, 2, ….
         metrics: The test metrics of its run.
+        ranges: The training ranges logged with it, if any.
 
     Returns:
         The model, ready to serve.
@@ -140,7 +150,15 @@ def build_served_model(
     warnings.filterwarnings("ignore", message="X does not have valid feature names")
     class_ids = tuple(int(c) for c in estimator.classes_)
     labels = tuple(class_name(c, class_names) for c in class_ids)
-    served = ServedModel(estimator, ref, class_ids, labels, datetime.now(UTC), dict(metrics or {}))
+    served = ServedModel(
+        estimator,
+        ref,
+        class_ids,
+        labels,
+        datetime.now(UTC),
+        dict(metrics or {}),
+        RangeCheck.of(ranges) if ranges is not None else None,
+    )
     try:  # a model that cannot answer one row is never swapped in
         probabilities = served.predict_proba(np.ones((1, len(FEATURE_NAMES))))
     except Exception as exc:
@@ -283,9 +301,12 @@ class ModelStore:
         started = time.perf_counter()
         still = f"version {current.ref.version} keeps serving" if current else "no model yet"
         try:
-            estimator = self._source.load(ref)
+            loaded = self._source.load(ref)
+            files = loaded if isinstance(loaded, ModelFiles) else ModelFiles(loaded, None)
             metrics = self._source.run_metrics(ref)
-            served = build_served_model(estimator, ref, self._class_names, metrics)
+            served = build_served_model(
+                files.estimator, ref, self._class_names, metrics, files.training_ranges
+            )
         except UnsafeModelError as exc:
             self._refuse(Refusal(ref, exc.kind, exc.reason), exc, kind, still)
             return

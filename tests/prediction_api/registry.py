@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from prediction_api.serving import VersionRef
-from wine_mlops.model_files import load_model_dir
+from wine_mlops.model_files import ModelFiles, load_model_files
 
 
 class InMemoryRegistry:
@@ -42,7 +42,8 @@ class InMemoryRegistry:
 
         Args:
             model: A fitted estimator, or the :class:`~pathlib.Path` of an MLflow model
-                directory (loaded with :func:`wine_mlops.model_files.load_model_dir`).
+                directory (loaded with :func:`wine_mlops.model_files.load_model_files`), or the
+                :class:`~wine_mlops.model_files.ModelFiles` of one (estimator and ranges).
             alias: Point the alias to the new version (the default).
             metrics: The test metrics of its run (default: an accuracy of 0.98).
         """
@@ -64,9 +65,13 @@ class InMemoryRegistry:
             version=self.aliased,
             alias=self.alias,
             run_id=f"run-{self.aliased}",
-            tags={"model_family": type(self.models[self.aliased]).__name__},
+            tags={"model_family": type(self._estimator(self.aliased)).__name__},
             source=f"models:/{self.name}/{self.aliased}",
         )
+
+    def _estimator(self, version: str) -> Any:
+        model = self.models[version]
+        return model.estimator if isinstance(model, ModelFiles) else model
 
     def run_metrics(self, ref: VersionRef) -> dict[str, float]:
         self.metric_reads.append(ref.version)
@@ -81,6 +86,6 @@ class InMemoryRegistry:
             if ref.version in self.broken:
                 raise OSError(f"artifact download of version {ref.version} failed")
             model = self.models[ref.version]
-            return load_model_dir(model) if isinstance(model, Path) else model
+            return load_model_files(model) if isinstance(model, Path) else model
         finally:
             self.loading.clear()

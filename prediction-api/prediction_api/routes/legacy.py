@@ -2,7 +2,8 @@
 
 The original form sent ``feature_1`` to ``feature_13`` in the query string and read a bare
 class id as text. The parameters take the JSON body's limits; the answer is the class id of
-the JSON API's ``class_id``.
+the JSON API's ``class_id``. Its warnings travel in the :data:`WARNINGS_HEADER` header, so
+the body stays the bare class id its clients read.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ QUERY_NAMES: Final[dict[str, str]] = {
 }
 #: The other way round: feature name → its query parameter.
 QUERY_NAME_OF: Final[dict[str, str]] = {name: key for key, name in QUERY_NAMES.items()}
+
+#: The header carrying the answer's out-of-range warnings (their messages, joined by "; ").
+WARNINGS_HEADER: Final = "Wine-Warnings"
 
 
 class LegacyQueryBase(WineBase):
@@ -58,12 +62,24 @@ router = APIRouter(tags=["predictions"])
     summary="Classify one wine from the original form's query (plain-text class id)",
     response_class=PlainTextResponse,
     responses={
-        200: {"content": {"text/plain": {"schema": {"type": "string", "pattern": "^[0-9]+$"}}}},
+        200: {
+            "content": {"text/plain": {"schema": {"type": "string", "pattern": "^[0-9]+$"}}},
+            "headers": {
+                WARNINGS_HEADER: {
+                    "description": "Present when a feature is outside the range the model "
+                    "was trained on: the warnings' messages (as in the JSON answers' "
+                    "`warnings`), joined by `; `",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
         **errors.problem_responses(422, 503),
     },
 )
 def predict_legacy(
     query: Annotated[LegacyParams, Query()], predictor: PredictorDep
 ) -> PlainTextResponse:
-    (class_id,) = predictor.class_ids([query.as_row()])
-    return PlainTextResponse(str(class_id))
+    (answer,) = predictor.answers([query.as_row()])
+    messages = "; ".join(warning.message for warning in answer.warnings)
+    headers = {WARNINGS_HEADER: messages} if messages else None
+    return PlainTextResponse(str(answer.class_id), headers=headers)

@@ -14,6 +14,7 @@ from prediction_api.schemas import (
     RefusedVersion,
     SampleWine,
     ServedModelInfo,
+    TrainingRange,
 )
 from wine_mlops.features import class_name
 
@@ -41,6 +42,12 @@ async def model(predictor: PredictorDep, store: StoreDep) -> ServedModelInfo:
             version=refusal.ref.version, kind=refusal.kind, reason=refusal.reason
         )
         if refusal
+        else None,
+        training_ranges={
+            name: TrainingRange(min=r.min, max=r.max)
+            for name, r in served.ranges.ranges.features.items()
+        }
+        if served.ranges is not None
         else None,
     )
 
