@@ -22,13 +22,14 @@ import mlflow
 import pytest
 
 from devstack import MlflowServer, Service, run_training, start_api, start_mlflow_server
-from tests.prediction_api.browser import check_docs, check_form
+from tests.prediction_api.browser import check_docs, check_form, check_form_warnings
 from wine_mlops.features import CLASS_NAMES, FEATURE_NAMES, load_wine_frame
 from wine_mlops.healthcheck import wait_until_healthy
 
 pytestmark = pytest.mark.integration
 
 BATCH = 50
+DASH = "\N{EN DASH}"  # the form writes a range as "<min> <en dash> <max>"
 
 
 def all_wines() -> list[dict[str, float]]:
@@ -212,6 +213,61 @@ def test_the_browser_form_predicts_a_cultivar_and_explains_bad_input(
     assert all(value.endswith(" %") for _, value in seen.bars)
     assert "alcohol: must not be negative, got -5" in seen.invalid_message
     assert seen.external_requests == []  # everything is served by the API itself
+    assert shot.read_bytes().startswith(b"\x89PNG")
+
+
+def proline_warnings(url: str) -> float:
+    """The API's count of warnings about proline so far."""
+    line = 'wine_api_out_of_range_total{feature="proline"} '
+    metrics = httpx.get(f"{url}/metrics").text
+    return float(next(row for row in metrics.splitlines() if row.startswith(line)).split()[-1])
+
+
+def test_answers_and_the_form_warn_by_the_ranges_training_logged_with_the_model(
+    stack: Stack, swap: SwapRecord, tmp_path: Path
+) -> None:
+    # v2 was trained on 133 of the 178 wines: its highest proline is 1515 mg/L, while
+    # scikit-learn's copy of the data reaches 1680. Alcohol 0.132 is a unit mix-up (% vol).
+    wine = {**all_wines()[0], "alcohol": 0.132, "proline": 1600.0}
+    counted = [proline_warnings(stack.api.url)]
+    answer = httpx.post(f"{stack.api.url}/predict", json=wine).json()
+    counted.append(proline_warnings(stack.api.url))
+    assert [(w["feature"], w["training_min"], w["training_max"]) for w in answer["warnings"]] == [
+        ("alcohol", 11.03, 14.83),
+        ("proline", 278.0, 1515.0),
+    ]
+    assert answer["warnings"][0]["message"] == (
+        "alcohol 0.132 is outside the training range 11.03 to 14.83"
+    )
+    ranges = httpx.get(f"{stack.api.url}/model").json()["training_ranges"]
+    assert ranges["proline"] == {"min": 278.0, "max": 1515.0}
+    assert counted[1] == counted[0] + 1
+
+    shot = tmp_path / "warnings.png"
+    seen = check_form_warnings(
+        stack.api.url, {"alcohol": "0.132", "proline": "1600"}, screenshot=shot
+    )
+    assert seen.field_warnings == {
+        "alcohol": f"⚠ 0.132 is outside the training range 11.03 {DASH} 14.83",
+        "proline": f"⚠ 1600 is outside the training range 278 {DASH} 1515",
+    }
+    assert seen.described_by == {
+        "alcohol": "alcohol-warning alcohol-range",
+        "proline": "proline-warning proline-range",
+    }
+    # the range under each field is the served version's own, as its warnings are
+    assert seen.ranges == {
+        "alcohol": f"training range 11.03 {DASH} 14.83",
+        "proline": f"training range 278 {DASH} 1515",
+    }
+    assert seen.summary.startswith(
+        "Caution: 2 values are outside the range the model was trained on (Alcohol, Proline)."
+    )
+    # the issue's report: "Cultivar 2, 100.0 %", which wrapped onto two lines at 1280 px
+    assert seen.cultivar == "Cultivar 2"
+    assert ("Cultivar 2", "100.0 %") in seen.bars
+    assert seen.value_lines == [1, 1, 1]
+    assert seen.after_edit == {}  # a changed value is no longer the one warned about
     assert shot.read_bytes().startswith(b"\x89PNG")
 
 

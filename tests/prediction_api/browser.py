@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -162,3 +163,100 @@ def check_docs(base_url: str, screenshots: Path | None = None) -> DocsCheck:
         finally:
             browser.close()
     return DocsCheck(swagger_text, operation_ids, redoc_text, requests, blocked, console_errors)
+
+
+@dataclass(frozen=True)
+class WarningCheck:
+    """What the form showed for a wine with values outside the model's training range.
+
+    Attributes:
+        cultivar: The cultivar shown.
+        bars: Each probability bar's label and shown value.
+        value_lines: How many lines each bar's value takes on screen (1: no wrapping).
+        field_warnings: The visible warning under each field that has one, by field name.
+        described_by: Each warned field's ``aria-describedby`` (what a screen reader reads).
+        ranges: The training range shown under each changed field.
+        summary: The visible warning line of the result.
+        after_edit: The visible field warnings once the warned fields were edited.
+    """
+
+    cultivar: str
+    bars: list[tuple[str, str]]
+    value_lines: list[int]
+    field_warnings: dict[str, str]
+    described_by: dict[str, str]
+    ranges: dict[str, str]
+    summary: str
+    after_edit: dict[str, str]
+
+
+#: How many line boxes an element's text takes (a wrapped text has one rectangle per line).
+_LINES_JS = """element => {
+    const range = document.createRange();
+    range.selectNodeContents(element);
+    return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size;
+}"""
+
+
+def _visible_field_warnings(page: Any) -> dict[str, str]:
+    notes = page.locator(".field .warning:visible")
+    return {
+        (notes.nth(i).get_attribute("id") or "").removesuffix("-warning"): notes.nth(i).inner_text()
+        for i in range(notes.count())
+    }
+
+
+def check_form_warnings(
+    base_url: str,
+    values: dict[str, str],
+    sample_class_id: int = 0,
+    screenshot: Path | None = None,
+) -> WarningCheck:
+    """Fills in a cultivar's typical sample, changes some fields, predicts, reads the warnings.
+
+    Args:
+        base_url: The API's address.
+        values: Field name to the text typed into it (e.g. ``{"alcohol": "0.132"}``).
+        sample_class_id: Which cultivar's "Typical …" button to press first.
+        screenshot: Where to save a PNG of the page with the warnings, if wanted.
+
+    Returns:
+        What the page showed, for the caller to assert on.
+    """
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"{base_url.rstrip('/')}/", wait_until="networkidle")
+            page.wait_for_selector("body[data-ready='true']")
+            page.click(f"#samples button[data-class-id='{sample_class_id}']")
+            for name, text in values.items():
+                page.fill(f"#{name}", text)
+            page.click("#predict")
+            page.wait_for_selector("#warnings:not([hidden])")
+            bars = page.locator("#bars .bar")
+            shown = [
+                (bars.nth(i).locator(".label").inner_text(), bars.nth(i).locator(".value"))
+                for i in range(bars.count())
+            ]
+            warnings = _visible_field_warnings(page)
+            described = {
+                name: page.get_attribute(f"#{name}", "aria-describedby") or "" for name in warnings
+            }
+            ranges = {name: page.inner_text(f"#{name}-range") for name in values}
+            summary = page.inner_text("#warnings")
+            cultivar = page.inner_text("#cultivar")
+            value_lines = [value.evaluate(_LINES_JS) for _, value in shown]
+            bar_texts = [(label, value.inner_text()) for label, value in shown]
+            if screenshot is not None:
+                page.screenshot(path=str(screenshot), full_page=True)
+            for name in values:
+                page.fill(f"#{name}", "12.5")
+            after_edit = _visible_field_warnings(page)
+        finally:
+            browser.close()
+    return WarningCheck(
+        cultivar, bar_texts, value_lines, warnings, described, ranges, summary, after_edit
+    )

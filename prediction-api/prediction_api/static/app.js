@@ -1,7 +1,62 @@
-// The wine form: built from GET /features, posts to POST /predict, draws the probabilities.
+// The wine form: built from GET /features, posts to POST /predict, draws the probabilities
+// and shows each out-of-range warning of the answer beside its field.
 "use strict";
 
 const state = { features: [] };
+
+function fieldLabel(name) {
+  const f = state.features.find((feature) => feature.name === name);
+  return f ? f.label : name;
+}
+
+function clearWarning(name) {
+  const note = document.getElementById(name + "-warning");
+  if (!note) return;
+  note.hidden = true;
+  note.textContent = "";
+  const input = document.getElementById(name);
+  input.removeAttribute("data-out-of-range");
+  input.setAttribute("aria-describedby", name + "-range");
+}
+
+function clearWarnings() {
+  for (const f of state.features) clearWarning(f.name);
+  const summary = document.getElementById("warnings");
+  summary.hidden = true;
+  summary.replaceChildren();
+}
+
+function showWarnings(warnings) {
+  clearWarnings();
+  if (!warnings || !warnings.length) return;
+  for (const w of warnings) {
+    const note = document.getElementById(w.feature + "-warning");
+    if (!note) continue;
+    note.textContent = "⚠ " + w.value + " is outside the training range " +
+      w.training_min + " – " + w.training_max;
+    note.hidden = false;
+    const input = document.getElementById(w.feature);
+    input.setAttribute("data-out-of-range", "true");
+    input.setAttribute("aria-describedby", w.feature + "-warning " + w.feature + "-range");
+  }
+  const summary = document.getElementById("warnings");
+  const count = warnings.length === 1 ? "1 value is" : warnings.length + " values are";
+  summary.append(el("strong", {}, "Caution: "),
+    count + " outside the range the model was trained on (" +
+    warnings.map((w) => fieldLabel(w.feature)).join(", ") +
+    "). The prediction is an extrapolation: check for a unit mix-up or a typo.");
+  summary.hidden = false;
+}
+
+function showTrainingRanges(ranges) {
+  // The served version's own training ranges, when it carries them: what its warnings use.
+  if (!ranges) return;
+  for (const f of state.features) {
+    const range = ranges[f.name];
+    const box = document.getElementById(f.name + "-range");
+    if (range && box) box.textContent = "training range " + range.min + " – " + range.max;
+  }
+}
 
 function el(tag, attrs = {}, text = "") {
   const node = document.createElement(tag);
@@ -45,7 +100,10 @@ function buildForm(spec) {
     });
     const range = el("div", { id: f.name + "-range", class: "range" },
       "training range " + f.training_min + " – " + f.training_max);
-    box.append(label, input, range);
+    const warning = el("div", { id: f.name + "-warning", class: "warning" });
+    warning.hidden = true;
+    input.addEventListener("input", () => clearWarning(f.name));
+    box.append(label, input, range, warning);
     fields.append(box);
   }
   const samples = document.getElementById("samples");
@@ -57,6 +115,7 @@ function buildForm(spec) {
         document.getElementById(name).value = value;
       }
       clearMessage();
+      clearWarnings();
     });
     samples.append(button);
   }
@@ -90,6 +149,7 @@ function drawResult(answer) {
       el("span", { class: "value" }, (100 * p).toFixed(1) + " %"));
     bars.append(row);
   }
+  showWarnings(answer.warnings);
   document.getElementById("served-by").textContent =
     "Model " + answer.model_name + " version " + answer.model_version;
   document.getElementById("message").hidden = true;
@@ -147,6 +207,7 @@ async function showModel() {
         (body.metrics && body.metrics.accuracy !== undefined
           ? ", test accuracy " + (100 * body.metrics.accuracy).toFixed(1) + " %" : "");
       status.dataset.state = "ready";
+      showTrainingRanges(body.training_ranges);
     } else {
       status.textContent = "No model loaded yet: predictions will fail until training has run.";
       status.dataset.state = "error";
@@ -159,7 +220,10 @@ async function showModel() {
 
 async function init() {
   document.getElementById("wine-form").addEventListener("submit", predict);
-  document.getElementById("clear").addEventListener("click", clearMessage);
+  document.getElementById("clear").addEventListener("click", () => {
+    clearMessage();
+    clearWarnings();
+  });
   try {
     const response = await fetch("/features");
     if (!response.ok) throw new Error("HTTP " + response.status);
