@@ -11,12 +11,21 @@ only on our own terms:
   ``serialization_format: skops``; any other format is refused before a byte is
   deserialised;
 - the signature's inputs must be the 13 wine features, in order;
-- the only extra file a model may carry is its training ranges
-  (:data:`~wine_mlops.training_ranges.TRAINING_RANGES_FILE`, listed in the sklearn flavor's
-  ``extra_files``), read as strictly validated JSON;
+- the only extra files a model may carry (listed in the sklearn flavor's ``extra_files``,
+  each at most once) are its training ranges
+  (:data:`~wine_mlops.training_ranges.TRAINING_RANGES_FILE`), read as strictly validated
+  JSON, and its ONNX graph (:data:`ONNX_MODEL_FILE`, written by training beside the skops
+  file), whose size is checked and whose bytes are returned as they are: this module never
+  parses the graph. Whoever runs it does so with onnxruntime, which executes no Python code
+  from a model file and refuses operator domains it does not know, and checks the graph's
+  inputs, outputs and metadata itself;
 - the skops file may name only skops' default-trusted types and :data:`TRUSTED_TYPES`, a
   fixed list kept here (the ``skops_trusted_types`` written in ``MLmodel`` is ignored);
 - the loaded estimator must classify into the classes 0, 1 and 2.
+
+A caller that serves the ONNX graph asks for it with ``prefer_onnx=True``: when the version
+has one, the skops file is then not deserialised at all, so a process without scikit-learn
+or skops installed can load it (both are imported only when an estimator is needed).
 
 Every refusal is an :class:`UnsafeModelError` carrying a short machine ``kind`` (one of
 :data:`REFUSAL_KINDS`, fit for a metric label) and a human ``reason`` that names no local
@@ -78,8 +87,13 @@ _MAX_MLMODEL_BYTES: Final = 1024 * 1024
 
 #: Where MLflow puts a flavor's ``extra_files`` inside the model directory.
 EXTRA_FILES_DIR: Final = "extra_files"
-#: The extra files a model may list (its sklearn flavor's ``extra_files``): the ranges only.
-ALLOWED_EXTRA_FILES: Final[tuple[str, ...]] = (f"{EXTRA_FILES_DIR}/{TRAINING_RANGES_FILE}",)
+#: The file name of a model's ONNX graph among its extra files (training logs it).
+ONNX_MODEL_FILE: Final = "model.onnx"
+#: Where the training ranges and the ONNX graph are, inside the model directory.
+RANGES_EXTRA_FILE: Final = f"{EXTRA_FILES_DIR}/{TRAINING_RANGES_FILE}"
+ONNX_EXTRA_FILE: Final = f"{EXTRA_FILES_DIR}/{ONNX_MODEL_FILE}"
+#: The extra files a model may list (its sklearn flavor's ``extra_files``), each at most once.
+ALLOWED_EXTRA_FILES: Final[tuple[str, ...]] = (RANGES_EXTRA_FILE, ONNX_EXTRA_FILE)
 _MAX_RANGES_BYTES: Final = 64 * 1024
 _MAX_LISTING_ENTRIES: Final = 10_000
 
@@ -164,6 +178,48 @@ def skops_file(model_dir: Path, mlmodel: dict[str, Any]) -> Path:
     return path
 
 
+def listed_extra_files(mlmodel: dict[str, Any]) -> tuple[str, ...]:
+    """The extra files the sklearn flavor lists, after checking that each one is allowed.
+
+    Args:
+        mlmodel: A parsed ``MLmodel``.
+
+    Returns:
+        Their paths inside the model directory (members of :data:`ALLOWED_EXTRA_FILES`),
+        empty when the flavor lists none.
+
+    Raises:
+        UnsafeModelError: When an entry is not an allowed path or one is listed twice.
+    """
+    flavors = mlmodel.get("flavors")
+    flavor = flavors.get("sklearn") if isinstance(flavors, dict) else None
+    listed = flavor.get("extra_files") if isinstance(flavor, dict) else None
+    if listed is None or listed == []:
+        return ()
+    paths = (
+        [entry.get("path") for entry in listed if isinstance(entry, dict)]
+        if isinstance(listed, list)
+        else []
+    )
+    if not paths or len(paths) != len(listed) or any(p not in ALLOWED_EXTRA_FILES for p in paths):
+        shown = ", ".join(repr(str(p)[:60]) for p in paths[:3]) or "entries that are no paths"
+        allowed = " and ".join(repr(p) for p in ALLOWED_EXTRA_FILES)
+        raise UnsafeModelError(
+            "malformed", f"the model lists extra files {shown}; only {allowed} are accepted"
+        )
+    if len(set(paths)) != len(paths):
+        raise UnsafeModelError("malformed", "the model lists the same extra file twice")
+    return tuple(str(p) for p in paths)
+
+
+def _extra_file(model_dir: Path, member: str, name: str) -> Path:
+    root = model_dir.resolve()
+    path = (root / member).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise UnsafeModelError("malformed", f"the model lists {name} but lacks it")
+    return path
+
+
 def read_training_ranges(model_dir: Path, mlmodel: dict[str, Any]) -> TrainingRanges | None:
     """Reads the training ranges a model carries, if it lists them (nothing is deserialised).
 
@@ -172,33 +228,17 @@ def read_training_ranges(model_dir: Path, mlmodel: dict[str, Any]) -> TrainingRa
         mlmodel: Its parsed ``MLmodel``.
 
     Returns:
-        The ranges, or None when the sklearn flavor lists no extra files (a model logged
+        The ranges, or None when the sklearn flavor does not list them (a model logged
         before training wrote them).
 
     Raises:
-        UnsafeModelError: When the flavor lists any other extra file, or the ranges file is
-            missing, outside the directory, too large, not JSON, or not 13 finite ranges.
+        UnsafeModelError: When the flavor lists a file that is not allowed, or the ranges
+            file is missing, outside the directory, too large, not JSON, or not 13 finite
+            ranges.
     """
-    flavors = mlmodel.get("flavors")
-    flavor = flavors.get("sklearn") if isinstance(flavors, dict) else None
-    listed = flavor.get("extra_files") if isinstance(flavor, dict) else None
-    if listed is None or listed == []:
+    if RANGES_EXTRA_FILE not in listed_extra_files(mlmodel):
         return None
-    paths = (
-        [entry.get("path") for entry in listed if isinstance(entry, dict)]
-        if isinstance(listed, list)
-        else []
-    )
-    if not paths or len(paths) != len(listed) or any(p not in ALLOWED_EXTRA_FILES for p in paths):
-        shown = ", ".join(repr(str(p)[:60]) for p in paths[:3]) or "entries that are no paths"
-        raise UnsafeModelError(
-            "malformed",
-            f"the model lists extra files {shown}; only {ALLOWED_EXTRA_FILES[0]!r} is accepted",
-        )
-    root = model_dir.resolve()
-    path = (root / ALLOWED_EXTRA_FILES[0]).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
-        raise UnsafeModelError("malformed", f"the model lists {TRAINING_RANGES_FILE} but lacks it")
+    path = _extra_file(model_dir, RANGES_EXTRA_FILE, TRAINING_RANGES_FILE)
     if path.stat().st_size > _MAX_RANGES_BYTES:
         raise UnsafeModelError("malformed", f"its {TRAINING_RANGES_FILE} is larger than 64 KiB")
     try:
@@ -211,6 +251,37 @@ def read_training_ranges(model_dir: Path, mlmodel: dict[str, Any]) -> TrainingRa
             f"its {TRAINING_RANGES_FILE} is invalid ({exc.error_count()} error(s); "
             f"{where}: {first['msg'][:120]})",
         ) from None
+
+
+def read_onnx_model(
+    model_dir: Path, mlmodel: dict[str, Any], max_bytes: int = DEFAULT_MAX_BYTES
+) -> bytes | None:
+    """Reads the bytes of the ONNX graph a model carries, if it lists one (not parsed here).
+
+    Args:
+        model_dir: The model directory.
+        mlmodel: Its parsed ``MLmodel``.
+        max_bytes: Largest size of the file.
+
+    Returns:
+        The file's bytes, or None when the sklearn flavor does not list it.
+
+    Raises:
+        UnsafeModelError: ``too_large`` when the file is larger than ``max_bytes``;
+            ``malformed`` when it is listed but missing, empty or outside the directory, or
+            another extra file is not allowed.
+    """
+    if ONNX_EXTRA_FILE not in listed_extra_files(mlmodel):
+        return None
+    path = _extra_file(model_dir, ONNX_EXTRA_FILE, ONNX_MODEL_FILE)
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise UnsafeModelError(
+            "too_large", f"its {ONNX_MODEL_FILE} has {size} bytes; at most {max_bytes}"
+        )
+    if size == 0:
+        raise UnsafeModelError("malformed", f"its {ONNX_MODEL_FILE} is empty")
+    return path.read_bytes()
 
 
 def check_signature(mlmodel: dict[str, Any]) -> None:
@@ -321,38 +392,73 @@ class ModelFiles:
     """What a model directory holds once checked and loaded.
 
     Attributes:
-        estimator: The fitted scikit-learn classifier.
+        estimator: The fitted scikit-learn classifier, or None when the caller preferred
+            the ONNX graph and the model has one (the skops file is then not loaded).
         training_ranges: The feature ranges of its training split, or None when the model
             carries none (logged before training wrote them).
+        onnx_model: The raw bytes of its ONNX graph, or None when it carries none (logged
+            before training wrote it). Not parsed by this module.
     """
 
     estimator: Any
     training_ranges: TrainingRanges | None
+    onnx_model: bytes | None = None
 
 
-def load_model_files(model_dir: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> ModelFiles:
-    """Loads a downloaded MLflow sklearn model and its training ranges, checking everything.
+def _require_sklearn(what: str) -> None:
+    """Raises a ``format`` refusal when the estimator cannot be loaded in this process."""
+    try:
+        import sklearn  # noqa: F401
+        import skops.io  # noqa: F401
+    except ImportError:
+        raise UnsafeModelError(
+            "format",
+            f"{what} has no ONNX model and scikit-learn is not installed in this image: "
+            "retrain it (training logs ONNX with every model)",
+        ) from None
+
+
+def load_model_files(
+    model_dir: Path,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    *,
+    prefer_onnx: bool = False,
+    what: str = "the model",
+) -> ModelFiles:
+    """Loads a downloaded MLflow sklearn model, its training ranges and ONNX graph, checked.
 
     The checks that need no deserialisation (format, file, signature, extra files and the
-    ranges, declared types) all run before the skops file is loaded.
+    ranges, the ONNX file's size, declared types) all run before the skops file is loaded.
 
     Args:
         model_dir: The model directory (with ``MLmodel`` at its top).
-        max_bytes: Largest unpacked size of the skops file.
+        max_bytes: Largest unpacked size of the skops file, and largest ONNX file.
+        prefer_onnx: When the model carries an ONNX graph, return it without loading the
+            skops file (the estimator is then None, and neither skops nor scikit-learn is
+            imported). Without one, the estimator is loaded as usual.
+        what: How a refusal names the model (e.g. ``"version 3"``).
 
     Returns:
-        The fitted classifier and its training ranges.
+        The fitted classifier (unless skipped for the ONNX graph), its training ranges and
+        its ONNX graph's bytes.
 
     Raises:
-        UnsafeModelError: With the reason the model is refused.
+        UnsafeModelError: With the reason the model is refused; ``format`` when
+            ``prefer_onnx`` is set, the model has no ONNX graph and scikit-learn or skops
+            cannot be imported here.
     """
     mlmodel = read_mlmodel(model_dir)
     path = skops_file(model_dir, mlmodel)
     check_signature(mlmodel)
     ranges = read_training_ranges(model_dir, mlmodel)
+    onnx_model = read_onnx_model(model_dir, mlmodel, max_bytes)
+    if prefer_onnx and onnx_model is not None:
+        return ModelFiles(None, ranges, onnx_model)
+    if prefer_onnx:
+        _require_sklearn(what)
     estimator = load_skops(path, max_bytes)
     check_classes(estimator)
-    return ModelFiles(estimator, ranges)
+    return ModelFiles(estimator, ranges, onnx_model)
 
 
 def load_model_dir(model_dir: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
@@ -423,6 +529,8 @@ def load_model_version(
 ) -> Any:
     """The estimator of one registered version (:func:`load_version_files`, estimator only).
 
+    The estimator is always loaded (no ``prefer_onnx``): this is for callers that need it.
+
     Raises:
         UnsafeModelError: When the version is refused.
         mlflow.exceptions.MlflowException: When the registry or the download fails.
@@ -436,6 +544,8 @@ def load_version_files(
     name: str,
     version: str,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    *,
+    prefer_onnx: bool = False,
 ) -> ModelFiles:
     """Downloads one registered version into a temporary folder and loads it safely.
 
@@ -447,13 +557,17 @@ def load_version_files(
         name: The registered model.
         version: The version number.
         max_bytes: Largest total size of the version's artifacts.
+        prefer_onnx: As for :func:`load_model_files`: with an ONNX graph, the skops file is
+            not loaded (estimator None).
 
     Returns:
-        The fitted scikit-learn classifier and the training ranges logged with it.
+        The fitted scikit-learn classifier, the training ranges and the ONNX graph's bytes
+        logged with it.
 
     Raises:
         UnsafeModelError: When the version is refused (too large, not skops, untrusted
-            types, wrong signature, classes or ranges file).
+            types, wrong signature, classes, ranges or ONNX file, or no ONNX graph and no
+            scikit-learn here when ``prefer_onnx`` is set).
         mlflow.exceptions.MlflowException: When the registry or the download fails.
     """
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
@@ -463,4 +577,6 @@ def load_version_files(
     check_artifacts_size(repository, max_bytes)
     with tempfile.TemporaryDirectory(prefix="wine-model-") as tmp:
         local = Path(repository.download_artifacts("", dst_path=tmp))
-        return load_model_files(local, max_bytes)
+        return load_model_files(
+            local, max_bytes, prefer_onnx=prefer_onnx, what=f"version {version}"
+        )

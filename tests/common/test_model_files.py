@@ -8,6 +8,7 @@ and the marker never appears.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ import mlflow.sklearn
 import numpy as np
 import pytest
 import skops.io
+import yaml
+from mlflow.models import infer_signature
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 from sklearn.linear_model import LogisticRegression
 
@@ -29,6 +32,7 @@ from tests.support.model_traps import (
 )
 from wine_mlops.features import FEATURE_NAMES, TARGET, load_wine_frame
 from wine_mlops.model_files import (
+    ONNX_MODEL_FILE,
     TRUSTED_TYPES,
     UnsafeModelError,
     check_artifacts_size,
@@ -301,5 +305,163 @@ def test_a_model_listing_any_other_extra_file_is_refused(fitted, wine, tmp_path:
     assert error.kind == "malformed"
     assert error.reason == (
         "the model lists extra files 'extra_files/setup.py'; only "
-        "'extra_files/training_ranges.json' is accepted"
+        "'extra_files/training_ranges.json' and 'extra_files/model.onnx' are accepted"
     )
+
+
+def onnx_file(model, tmp_path: Path) -> Path:
+    """The estimator converted as training converts it, written as ``model.onnx``."""
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    graph = to_onnx(
+        model,
+        initial_types=[("input", FloatTensorType([None, len(FEATURE_NAMES)]))],
+        options={"zipmap": False},
+    )
+    path = tmp_path / "onnx" / ONNX_MODEL_FILE
+    path.parent.mkdir()
+    path.write_bytes(graph.SerializeToString())
+    return path
+
+
+def model_with_extra_files(model, wine, model_dir: Path, *files: Path) -> Path:
+    """A good model (skops, signature) listing ``files`` as its extra files, as training logs."""
+    features = wine[list(FEATURE_NAMES)].head(5)
+    mlflow.sklearn.save_model(
+        model,
+        str(model_dir),
+        signature=infer_signature(features, model.predict(features)),
+        skops_trusted_types=list(TRUSTED_TYPES),
+        pip_requirements=["scikit-learn", "skops"],
+        extra_files=[str(path) for path in files],
+    )
+    return model_dir
+
+
+@pytest.fixture
+def with_onnx(fitted, wine, tmp_path: Path) -> tuple[Path, bytes]:
+    """A LogisticRegression model carrying its ranges and its ONNX graph, and the graph."""
+    ranges_file = tmp_path / "ranges" / TRAINING_RANGES_FILE
+    ranges_file.parent.mkdir()
+    ranges_file.write_text(json.dumps(ranges_document(wine)))
+    model = fitted["LogisticRegression"]
+    graph = onnx_file(model, tmp_path)
+    model_dir = model_with_extra_files(model, wine, tmp_path / "model", ranges_file, graph)
+    return model_dir, graph.read_bytes()
+
+
+def without_skops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Makes ``import skops`` (and scikit-learn) fail, as in an image without them."""
+    for name in ("skops", "skops.io", "sklearn"):
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+def test_a_model_carrying_an_onnx_file_returns_its_bytes_beside_the_estimator(
+    with_onnx, fitted, wine
+) -> None:
+    model_dir, graph = with_onnx
+    loaded = load_model_files(model_dir)
+    assert loaded.onnx_model == graph
+    assert loaded.training_ranges is not None
+    assert loaded.training_ranges.rows == 100
+    features = wine[list(FEATURE_NAMES)]
+    assert loaded.estimator.predict(features).tolist() == (
+        fitted["LogisticRegression"].predict(features).tolist()
+    )
+    plain = save_good_model(fitted["LogisticRegression"], model_dir.parent / "plain", features)
+    assert load_model_files(plain).onnx_model is None
+
+
+def test_preferring_onnx_loads_a_version_without_skops_or_scikit_learn(
+    with_onnx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_dir, graph = with_onnx
+    without_skops(monkeypatch)
+    with pytest.raises(ImportError):  # the estimator cannot be loaded in such a process
+        load_model_files(model_dir)
+    loaded = load_model_files(model_dir, prefer_onnx=True)
+    assert loaded.estimator is None
+    assert loaded.onnx_model == graph
+    assert loaded.training_ranges is not None
+    assert loaded.training_ranges.rows == 100
+
+
+def test_preferring_onnx_without_an_onnx_file_loads_the_estimator(fitted, wine, tmp_path) -> None:
+    features = wine[list(FEATURE_NAMES)]
+    plain = save_good_model(fitted["LogisticRegression"], tmp_path / "plain", features.head(5))
+    loaded = load_model_files(plain, prefer_onnx=True)
+    assert loaded.onnx_model is None
+    assert loaded.estimator.predict(features).tolist() == (
+        fitted["LogisticRegression"].predict(features).tolist()
+    )
+
+
+def test_no_onnx_file_and_no_scikit_learn_is_refused_with_a_way_out(
+    fitted, wine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    features = wine[list(FEATURE_NAMES)].head(5)
+    plain = save_good_model(fitted["LogisticRegression"], tmp_path / "plain", features)
+    without_skops(monkeypatch)
+    with pytest.raises(UnsafeModelError) as info:
+        load_model_files(plain, prefer_onnx=True, what="version 4")
+    assert info.value.kind == "format"
+    assert info.value.reason == (
+        "version 4 has no ONNX model and scikit-learn is not installed in this image: "
+        "retrain it (training logs ONNX with every model)"
+    )
+    assert str(tmp_path) not in info.value.reason
+
+
+def test_a_third_extra_file_beside_ranges_and_onnx_is_refused(
+    with_onnx, fitted, wine, tmp_path: Path
+) -> None:
+    model_dir, _ = with_onnx
+    script = tmp_path / "setup.py"
+    script.write_text("print('hello')\n")
+    files = [model_dir / "extra_files" / TRAINING_RANGES_FILE, onnx_file_path(model_dir), script]
+    third = model_with_extra_files(fitted["LogisticRegression"], wine, tmp_path / "third", *files)
+    for prefer_onnx in (False, True):
+        with pytest.raises(UnsafeModelError) as info:
+            load_model_files(third, prefer_onnx=prefer_onnx)
+        assert info.value.kind == "malformed"
+        assert "'extra_files/setup.py'" in info.value.reason
+
+
+def onnx_file_path(model_dir: Path) -> Path:
+    return model_dir / "extra_files" / ONNX_MODEL_FILE
+
+
+def test_an_onnx_file_listed_twice_or_missing_is_refused(with_onnx) -> None:
+    model_dir, _ = with_onnx
+    mlmodel_path = model_dir / "MLmodel"
+    document = yaml.safe_load(mlmodel_path.read_text())
+    listed = document["flavors"]["sklearn"]["extra_files"]
+    assert {"path": "extra_files/model.onnx"} in listed
+    document["flavors"]["sklearn"]["extra_files"] = [*listed, {"path": "extra_files/model.onnx"}]
+    mlmodel_path.write_text(yaml.safe_dump(document))
+    with pytest.raises(UnsafeModelError) as info:
+        load_model_files(model_dir, prefer_onnx=True)
+    assert info.value.reason == "the model lists the same extra file twice"
+
+    document["flavors"]["sklearn"]["extra_files"] = listed
+    mlmodel_path.write_text(yaml.safe_dump(document))
+    onnx_file_path(model_dir).unlink()
+    with pytest.raises(UnsafeModelError) as info:
+        load_model_files(model_dir, prefer_onnx=True)
+    assert (info.value.kind, info.value.reason) == (
+        "malformed",
+        "the model lists model.onnx but lacks it",
+    )
+
+
+def test_an_onnx_file_over_the_size_limit_is_refused(with_onnx) -> None:
+    model_dir, graph = with_onnx
+    assert load_model_files(model_dir, len(graph), prefer_onnx=True).onnx_model == graph
+    for prefer_onnx in (False, True):
+        with pytest.raises(UnsafeModelError) as info:
+            load_model_files(model_dir, len(graph) - 1, prefer_onnx=prefer_onnx)
+        assert info.value.kind == "too_large"
+        assert info.value.reason == (
+            f"its model.onnx has {len(graph)} bytes; at most {len(graph) - 1}"
+        )
