@@ -58,13 +58,22 @@ class MlflowRegistrySource:
         return dict(self._registry().get_run(ref.run_id).data.metrics)
 
     def load(self, ref: VersionRef) -> ModelFiles:
-        """Loads a version's estimator and training ranges safely
-        (:func:`wine_mlops.model_files.load_version_files`).
+        """Loads a version's ONNX file (or, without one, its estimator) and training ranges
+        safely (:func:`wine_mlops.model_files.load_version_files`).
+
+        With an ONNX file the skops file is not deserialised, so this works without
+        scikit-learn installed (the API image); a version without one then is refused.
 
         Raises:
             UnsafeModelError: When the version is refused: too large, not skops, untrusted
-                types, another signature or other classes. Nothing from it ever runs.
+                types, another signature or other classes, or no ONNX file and no
+                scikit-learn here. Nothing from it ever runs.
         """
         return load_version_files(
-            self._registry(), self._uri, ref.name, ref.version, self._max_bytes
+            self._registry(),
+            self._uri,
+            ref.name,
+            ref.version,
+            self._max_bytes,
+            prefer_onnx=True,
         )

@@ -167,6 +167,10 @@ class ServedModelInfo(BaseModel):
     metrics: dict[str, float]
     loaded_at: str = Field(description="When this process loaded it (ISO 8601, UTC)")
     source: str = Field(description="The model URI it was loaded from")
+    runtime: Literal["onnx", "sklearn"] = Field(
+        description="What runs it: `onnx` (onnxruntime, the version's ONNX file) or `sklearn` "
+        "(its scikit-learn estimator, for a version without an ONNX file)"
+    )
     refused: RefusedVersion | None = Field(
         default=None,
         description="The version the alias points to, when it was refused: the model above "

@@ -4,6 +4,11 @@ The request path only reads :attr:`ModelStore.current`, one attribute holding an
 :class:`ServedModel`; the watcher thread loads a new version beside the old one, checks it,
 and replaces that attribute in one assignment. A request therefore always uses one complete
 model, never waits for a load, and never talks to MLflow.
+
+A version that carries an ONNX file (``extra_files/model.onnx``, logged by training) is
+served by onnxruntime (:class:`OnnxClassifier`); one without it by its scikit-learn
+estimator, which needs scikit-learn installed (the API image has none: such a version is
+refused there, and the model served before keeps serving).
 """
 
 from __future__ import annotations
@@ -14,16 +19,26 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import numpy as np
 
 from prediction_api.ranges import RangeCheck
-from wine_mlops.features import FEATURE_NAMES, class_name
+from wine_mlops.features import CLASS_IDS, FEATURE_NAMES, class_name
 from wine_mlops.model_files import ModelFiles, UnsafeModelError
 from wine_mlops.training_ranges import TrainingRanges
 
 log = logging.getLogger(__name__)
+
+#: What serves a version: onnxruntime (its ONNX file) or scikit-learn (its skops estimator).
+Runtime = Literal["onnx", "sklearn"]
+RUNTIME_ONNX: Final[Runtime] = "onnx"
+RUNTIME_SKLEARN: Final[Runtime] = "sklearn"
+
+#: The ONNX graph's names, as training writes them (skl2onnx, no ZipMap).
+ONNX_INPUT: Final = "input"
+ONNX_LABEL: Final = "label"
+ONNX_PROBABILITIES: Final = "probabilities"
 
 
 class ModelLoadError(UnsafeModelError):
@@ -35,6 +50,127 @@ class ModelLoadError(UnsafeModelError):
 
     def __init__(self, reason: str) -> None:
         super().__init__("invalid", reason)
+
+
+class OnnxClassifier:
+    """A wine classifier run by onnxruntime, shaped like the scikit-learn one it replaces.
+
+    Build it with :func:`load_onnx_classifier`, which checks the graph first.
+
+    Args:
+        session: The onnxruntime session of the model.
+        class_ids: The class of each ``probabilities`` column (from the model's metadata).
+
+    Attributes:
+        classes_: The class ids, in the column order of :meth:`predict_proba`.
+        n_features_in_: The number of input columns (13).
+        feature_names_in_: The features, in input column order (from the metadata).
+    """
+
+    def __init__(self, session: Any, class_ids: tuple[int, ...]) -> None:
+        self._session = session
+        self.classes_ = np.asarray(class_ids, dtype=np.int64)
+        self.n_features_in_ = len(FEATURE_NAMES)
+        self.feature_names_in_ = np.asarray(FEATURE_NAMES, dtype=object)
+
+    def predict_proba(self, rows: np.ndarray) -> np.ndarray:
+        """Class probabilities of each row, columns in :attr:`classes_` order (float32).
+
+        Args:
+            rows: Wines, one per row, features in :data:`FEATURE_NAMES` order.
+        """
+        # One conversion per request: the graph takes a C-contiguous float32 matrix.
+        matrix = np.ascontiguousarray(rows, dtype=np.float32)
+        (probabilities,) = self._session.run([ONNX_PROBABILITIES], {ONNX_INPUT: matrix})
+        return np.asarray(probabilities)
+
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        """The most probable class id of each row."""
+        return np.asarray(self.classes_[self.predict_proba(rows).argmax(axis=1)])
+
+
+def _session_options() -> Any:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    # One thread per session, run sequentially: the API answers one small request at a time
+    # per process on a 2-core box, and parallelism comes from processes (containers or
+    # workers), not from threads inside one inference, which would only contend for cores.
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def load_onnx_classifier(model: bytes) -> OnnxClassifier:
+    """Builds an onnxruntime session from a version's ONNX file and checks its contract.
+
+    The graph must take one input ``input``, float, of 13 columns; give the outputs
+    ``label`` and ``probabilities``; and carry the metadata ``class_ids`` (``0,1,2``) and
+    ``feature_names`` (the 13 wine features, in order, comma-joined).
+
+    Args:
+        model: The ONNX file's bytes.
+
+    Returns:
+        The classifier (the test row is run by :func:`build_served_model`).
+
+    Raises:
+        UnsafeModelError: ``malformed`` when onnxruntime cannot read the file,
+            ``signature`` when its input, outputs or feature names differ, ``classes``
+            when its classes are not the wine classes.
+    """
+    import onnxruntime
+
+    try:
+        session = onnxruntime.InferenceSession(
+            model, sess_options=_session_options(), providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # damaged or hand-made bytes: onnxruntime's own errors
+        raise UnsafeModelError(
+            "malformed", f"the ONNX file is not a model onnxruntime can read ({type(exc).__name__})"
+        ) from exc
+    inputs = session.get_inputs()
+    shape = list(inputs[0].shape) if len(inputs) == 1 else []
+    if (
+        len(inputs) != 1
+        or inputs[0].name != ONNX_INPUT
+        or inputs[0].type != "tensor(float)"
+        or len(shape) != 2
+        or shape[1] != len(FEATURE_NAMES)
+    ):
+        found = ", ".join(f"{i.name} {i.type} {list(i.shape)}" for i in inputs[:3])[:200]
+        raise UnsafeModelError(
+            "signature",
+            f"the ONNX model takes {found or 'no input'}, not one float32 input "
+            f"{ONNX_INPUT!r} of {len(FEATURE_NAMES)} columns",
+        )
+    outputs = {output.name for output in session.get_outputs()}
+    if not {ONNX_LABEL, ONNX_PROBABILITIES} <= outputs:
+        raise UnsafeModelError(
+            "signature",
+            f"the ONNX model's outputs are not {ONNX_LABEL!r} and {ONNX_PROBABILITIES!r}",
+        )
+    metadata = session.get_modelmeta().custom_metadata_map
+    names = tuple(metadata.get("feature_names", "").split(","))
+    if names != FEATURE_NAMES:
+        raise UnsafeModelError(
+            "signature",
+            "the ONNX model's feature_names metadata is not the "
+            f"{len(FEATURE_NAMES)} wine features in order",
+        )
+    try:
+        class_ids = tuple(int(c) for c in metadata.get("class_ids", "").split(","))
+    except ValueError:
+        class_ids = ()
+    if class_ids != CLASS_IDS:
+        raise UnsafeModelError(
+            "classes",
+            f"the ONNX model's class_ids metadata is not the wine classes "
+            f"{', '.join(map(str, CLASS_IDS))}",
+        )
+    return OnnxClassifier(session, class_ids)
 
 
 @dataclass(frozen=True)
@@ -65,11 +201,12 @@ class ModelSource(Protocol):
         """The version the served alias points to now, or None when the alias is unset."""
 
     def load(self, ref: VersionRef) -> Any:
-        """Downloads and deserialises one version's scikit-learn estimator.
+        """Downloads one version and reads its ONNX file or deserialises its estimator.
 
         Returns:
-            A :class:`~wine_mlops.model_files.ModelFiles` (the estimator and the training
-            ranges logged with it), or the bare estimator of a version without ranges.
+            A :class:`~wine_mlops.model_files.ModelFiles` (the ONNX file's bytes, or the
+            scikit-learn estimator of a version without one, and the training ranges logged
+            with it), or the bare estimator of a version without ranges.
 
         Raises:
             UnsafeModelError: When the version is refused (it will not be tried again).
@@ -89,13 +226,15 @@ class ServedModel:
     """A loaded model and what the API reports about it. Immutable once built.
 
     Attributes:
-        estimator: The fitted scikit-learn classifier (or pipeline).
+        estimator: The fitted scikit-learn classifier (or pipeline), or the
+            :class:`OnnxClassifier` of its ONNX file.
         ref: The registry version it came from.
         class_ids: The estimator's classes, in the column order of ``predict_proba``.
         class_labels: The human label of each of those classes.
         loaded_at: When this process loaded it.
         metrics: The test metrics of the run that logged it, read once when it was loaded.
         ranges: The training ranges logged with it, or None (its answers never warn).
+        runtime: What runs it: :data:`RUNTIME_ONNX` or :data:`RUNTIME_SKLEARN`.
     """
 
     estimator: Any
@@ -105,6 +244,7 @@ class ServedModel:
     loaded_at: datetime
     metrics: dict[str, float] = field(default_factory=dict)
     ranges: RangeCheck | None = None
+    runtime: Runtime = RUNTIME_SKLEARN
 
     def predict_proba(self, rows: np.ndarray) -> np.ndarray:
         """Class probabilities of each row (columns in :attr:`class_ids` order)."""
@@ -124,7 +264,8 @@ def build_served_model(
     """Checks that an estimator is a wine classifier the API can serve, and wraps it.
 
     Args:
-        estimator: The deserialised estimator.
+        estimator: The deserialised estimator, or the :class:`OnnxClassifier` of the
+            version's ONNX file.
         ref: Where it came from.
         class_names: Labels of class ids 0, 1, 2, ….
         metrics: The test metrics of its run.
@@ -158,6 +299,7 @@ def build_served_model(
         datetime.now(UTC),
         dict(metrics or {}),
         RangeCheck.of(ranges) if ranges is not None else None,
+        RUNTIME_ONNX if isinstance(estimator, OnnxClassifier) else RUNTIME_SKLEARN,
     )
     try:  # a model that cannot answer one row is never swapped in
         probabilities = served.predict_proba(np.ones((1, len(FEATURE_NAMES))))
@@ -197,6 +339,15 @@ class LoadListener(Protocol):
 
     def registry_check_failed(self) -> None:
         """The alias could not be looked up (MLflow unreachable or erroring)."""
+
+
+def _model_of(loaded: Any) -> tuple[Any, TrainingRanges | None]:
+    """What serves a loaded version (its ONNX file when it has one), and its ranges."""
+    if not isinstance(loaded, ModelFiles):
+        return loaded, None  # a bare estimator
+    if loaded.onnx_model is not None:
+        return load_onnx_classifier(loaded.onnx_model), loaded.training_ranges
+    return loaded.estimator, loaded.training_ranges
 
 
 def _same(a: VersionRef, b: VersionRef) -> bool:
@@ -302,11 +453,9 @@ class ModelStore:
         still = f"version {current.ref.version} keeps serving" if current else "no model yet"
         try:
             loaded = self._source.load(ref)
-            files = loaded if isinstance(loaded, ModelFiles) else ModelFiles(loaded, None)
+            model, ranges = _model_of(loaded)
             metrics = self._source.run_metrics(ref)
-            served = build_served_model(
-                files.estimator, ref, self._class_names, metrics, files.training_ranges
-            )
+            served = build_served_model(model, ref, self._class_names, metrics, ranges)
         except UnsafeModelError as exc:
             self._refuse(Refusal(ref, exc.kind, exc.reason), exc, kind, still)
             return

@@ -4,7 +4,7 @@ It stands in for MLflow (a dependency of the component under test, never the com
 itself) so that the swap logic can be driven step by step: set an alias, make a look-up
 fail, make a download fail or block until the test lets it finish. A version registered as
 a model directory is loaded from it by the real safe loader, as the MLflow source does
-after its download.
+after its download (its ONNX file rather than its estimator, when it has one).
 """
 
 from __future__ import annotations
@@ -86,6 +86,8 @@ class InMemoryRegistry:
             if ref.version in self.broken:
                 raise OSError(f"artifact download of version {ref.version} failed")
             model = self.models[ref.version]
-            return load_model_files(model) if isinstance(model, Path) else model
+            if isinstance(model, Path):  # as the MLflow source loads it, ONNX first
+                return load_model_files(model, prefer_onnx=True, what=f"version {ref.version}")
+            return model
         finally:
             self.loading.clear()

@@ -38,6 +38,7 @@ async def model(predictor: PredictorDep, store: StoreDep) -> ServedModelInfo:
         metrics=served.metrics,
         loaded_at=served.loaded_at.isoformat(timespec="seconds"),
         source=served.ref.source,
+        runtime=served.runtime,
         refused=RefusedVersion(
             version=refusal.ref.version, kind=refusal.kind, reason=refusal.reason
         )
