@@ -15,6 +15,11 @@ workspace packages it depends on, such as ``wine-mlops-common``) and for everyth
 need, found through the lockfile's ``# via`` annotations: ``X`` "via ``Y``" means that ``Y``
 needs ``X``, where ``Y`` is a locked package or a workspace package.
 
+Images never install a workspace package's extras (``[project.optional-dependencies]``, such
+as the prediction API's ``sklearn``): what a workspace package needs is read from its
+``dependencies`` only, while the lockfile's ``via`` annotations name the package for its
+extras too (``make install`` installs the whole lockfile, extras included).
+
 Each entry is printed on one line (``name==version ; marker --hash=sha256:... ...``); entries
 with an environment marker that does not apply (another Python, Windows) are printed too,
 and pip skips them.
@@ -208,7 +213,10 @@ def image_requirements(
     unknown = [group for group in groups if not any(group in entry.via for entry in entries)]
     if unknown:
         raise ValueError(f"no locked dependency group {', '.join(unknown)} (run `make lock`)")
-    wanted = closure(entries, [*own, *groups])
+    # The closure starts from the packages' own dependencies, not from their names: a "via"
+    # naming a workspace package may stand for one of its extras, which images leave out.
+    direct = {name for member in own.values() for name in member.requires} - by_name.keys()
+    wanted = closure(entries, [*direct, *groups])
     lines = [entry.line for entry in entries if entry.name in wanted]
     unhashed = [line for line in lines if "--hash=" not in line]
     if unhashed:

@@ -140,6 +140,16 @@ def test_the_prediction_api_gets_mlflow_skinny_not_the_mlflow_server(
     )
 
 
+def test_the_prediction_api_runs_onnx_without_scikit_learn_scipy_or_pandas(
+    subsets: dict[str, list[str]],
+) -> None:
+    api = names(subsets["prediction-api"])
+    assert {"onnxruntime", "numpy"} <= api
+    # Its "sklearn" extra (serving versions without ONNX) is for the dev install only.
+    assert api.isdisjoint({"scikit-learn", "scipy", "pandas", "skops", "joblib"})
+    assert "scikit-learn" in names(subsets["model-training"])
+
+
 def test_the_mlflow_server_gets_the_auth_extra(subsets: dict[str, list[str]]) -> None:
     server = names(subsets["mlflow-server"])
     assert {"mlflow", "flask-wtf", "wtforms", "psycopg2-binary"} <= server
@@ -263,6 +273,9 @@ numpy==2.5.5 ; python_full_version >= '3.12' \\
     # via
     #   wine-server
     #   mlflow
+pandas==3.1.1 \\
+    {HASH}
+    # via wine-exporter
 pydantic==2.14.4 \\
     {HASH}
     # via wine-common
@@ -298,6 +311,12 @@ def test_a_package_comes_through_the_closure(tool: ModuleType) -> None:
 
 def test_a_requirement_of_another_package_is_left_out(tool: ModuleType) -> None:
     assert small(tool, "exporter") == ["flask==3.1.3", "jinja2==3.1.6", "pydantic==2.14.4"]
+
+
+def test_an_extra_of_a_workspace_package_is_left_out(tool: ModuleType) -> None:
+    """pandas is locked "via wine-exporter" for an extra: not among its dependencies."""
+    assert "pandas==3.1.1" in {e.line.split(" --hash=")[0] for e in tool.parse_lock(SMALL_LOCK)}
+    assert "pandas==3.1.1" not in small(tool, "exporter")
 
 
 def test_a_group_of_the_root_comes_only_when_asked(tool: ModuleType) -> None:
