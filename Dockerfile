@@ -4,7 +4,9 @@
 # that an air-gapped machine can use the local stand-in built by airgap/build.sh.
 ARG PYTHON_IMAGE=python:3.11-slim
 
-FROM ${PYTHON_IMAGE} AS python-base
+# What every image runs on: the labels, the environment and the user, without the venv's
+# build tools (the prediction API's final stage starts here and copies its venv in).
+FROM ${PYTHON_IMAGE} AS python-runtime
 LABEL org.opencontainers.image.title="wine-mlops" \
       org.opencontainers.image.description="Wine MLOps reference stack" \
       org.opencontainers.image.licenses="MIT"
@@ -17,10 +19,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MLFLOW_DISABLE_TELEMETRY=true
 # The services run as this user; the targets name it by number (USER 10001:10001), so that
 # a runtime can tell it is not root without reading the image's /etc/passwd.
-RUN python3 -m venv /opt/venv \
- && groupadd --system --gid 10001 app \
+RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --create-home --home-dir /home/app app
 WORKDIR /app
+
+FROM python-runtime AS python-base
+RUN python3 -m venv /opt/venv
 # The workspace's manifests: the root pyproject.toml (its member list), each package's
 # pyproject.toml and the one lockfile. Each target installs its service's part of the lockfile
 # (tools/image_requirements.py prints it, transitive dependencies included), every file checked
@@ -77,13 +81,29 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=5 \
   CMD ["python3", "-m", "wine_mlops.healthcheck", "http://127.0.0.1:8000/healthz"]
 ENTRYPOINT ["python3", "-m", "mlflow_exporter"]
 
-FROM python-base AS prediction-api
+# The prediction API is built in one stage and runs from another that holds its venv only:
+# no pip, setuptools or build backend, no scikit-learn, SciPy or pandas (the "sklearn" extra
+# is not installed: versions are served from their ONNX files by onnxruntime). Also left out:
+# NumPy's own test suites; onnxruntime's offline tools (model converters, quantization,
+# transformer optimisers), which inference never imports; and its bundled libonnxruntime.so,
+# the C/C++ API's library, which the Python module does not load (ldd: it links the runtime
+# in itself). The build runs one onnxruntime inference afterwards to prove it still works.
+FROM python-base AS prediction-api-build
 RUN python3 /build/tools/image_requirements.py prediction-api --root /build --group build > /build/requirements.txt \
  && pip install --require-hashes --no-deps -r /build/requirements.txt
 COPY common/ /build/common/
 COPY prediction-api/ /build/prediction-api/
 RUN pip install --no-deps --no-build-isolation /build/common /build/prediction-api \
- && pip check && rm -rf /build
+ && pip check \
+ && site=/opt/venv/lib/python3.11/site-packages \
+ && find "$site/numpy" -type d -name tests -prune -exec rm -rf {} + \
+ && rm -rf "$site/onnxruntime/transformers" "$site/onnxruntime/quantization" \
+           "$site/onnxruntime/tools" "$site"/onnxruntime/capi/libonnxruntime.so* \
+ && python3 -c "import numpy as np, onnxruntime as ort; from onnxruntime.datasets import get_example; s = ort.InferenceSession(get_example('logreg_iris.onnx'), providers=['CPUExecutionProvider']); i = s.get_inputs()[0]; print('onnxruntime inference:', s.run(None, {i.name: np.ones(i.shape, np.float32)})[0])" \
+ && pip uninstall --yes --quiet flit-core setuptools pip
+
+FROM python-runtime AS prediction-api
+COPY --from=prediction-api-build /opt/venv /opt/venv
 USER 10001:10001
 EXPOSE 7654
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \

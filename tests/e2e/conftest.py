@@ -33,6 +33,7 @@ MODULE_ORDER = (
     "test_stack",
     "test_security",
     "test_serving",
+    "test_api_runtime",
     "test_monitoring",
     "test_contract",
     "test_backup",
