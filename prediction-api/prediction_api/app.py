@@ -119,7 +119,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.reference = reference
     app.state.store = store
-    app.state.predictor = Predictor(store, metrics, reference, model_uri)
+    app.state.predictor = Predictor(store, metrics, model_uri)
     errors.install(app, settings.batch_limit, QUERY_NAMES)
     app.add_middleware(
         RequestMetricsMiddleware, metrics=metrics, route_of=route_finder(lambda: app.routes)

@@ -6,6 +6,7 @@ class names, model versions, the 13 features, the refusal kinds)::
     wine_api_requests_total{route="/predict",method="POST",status="200"} 42.0
     wine_api_request_duration_seconds_bucket{route="/predict",method="POST",status="200",
                                              le="0.001"} 40.0
+    wine_api_requests_in_progress 1.0
     wine_api_predictions_total{class_name="Cultivar 1",model_version="3"} 17.0
     wine_api_model_info{model_name="wine-classifier",model_version="3",alias="champion",
                         run_id="ab12…"} 1.0
@@ -14,19 +15,32 @@ class names, model versions, the 13 features, the refusal kinds)::
     wine_api_model_refused_total{reason="format"} 1.0
     wine_api_model_last_load_timestamp_seconds 1.7e+09
     wine_api_registry_check_failures_total 0.0
-    wine_api_input_out_of_training_range_total{feature="proline",side="above"} 2.0
-    wine_api_out_of_range_total{feature="alcohol"} 1.0
+    wine_api_input_out_of_range_total{feature="proline",side="above"} 2.0
+    process_resident_memory_bytes 5.2e+07
+    python_info{implementation="CPython",major="3",minor="11",...} 1.0
 
-The last two differ in their reference: ``wine_api_input_out_of_training_range_total`` compares
-inputs with scikit-learn's wine data (the form's reference, a drift signal), while
-``wine_api_out_of_range_total`` counts the warnings answered: values outside the ranges the
-served version was trained on, as logged with it.
+``wine_api_input_out_of_range_total`` counts the values the answers warned about: outside
+the range the served version was trained on (the ranges logged with it), by side. The
+registry also holds the ``process_*`` metrics of the API's process and the ``python_*``
+platform and garbage-collector metrics. No metric has a ``_created`` series
+(:func:`prometheus_client.disable_created_metrics`: they would double the series for no
+use, since ``rate()`` and ``increase()`` handle counter resets).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
 from prediction_api.serving import Refusal, ServedModel, VersionRef
 from wine_mlops.features import FEATURE_NAMES
@@ -45,13 +59,20 @@ LOAD_RESULTS = ("success", "failure")
 class ApiMetrics:
     """Every metric the API exports, registered in one private registry.
 
+    Building one turns ``_created`` series off for the whole process (a switch of
+    ``prometheus_client``).
+
     Args:
         registry: The registry to use; a new private one by default (so that two apps in
             one process, e.g. in tests, never share counters).
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        disable_created_metrics()
         self.registry = registry if registry is not None else CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_*: memory, CPU, open files
+        self.registry.register(PLATFORM_COLLECTOR)  # python_info
+        self.registry.register(GC_COLLECTOR)  # python_gc_*
         labels = ("route", "method", "status")
         self.requests = Counter(
             "wine_api_requests", "HTTP requests answered", labels, registry=self.registry
@@ -61,6 +82,11 @@ class ApiMetrics:
             "Time from request received to response sent",
             labels,
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_progress = Gauge(
+            "wine_api_requests_in_progress",
+            "HTTP requests being answered right now (scrapes of /metrics not included)",
             registry=self.registry,
         )
         self.predictions = Counter(
@@ -96,16 +122,10 @@ class ApiMetrics:
             registry=self.registry,
         )
         self.out_of_range = Counter(
-            "wine_api_input_out_of_training_range",
-            "Input values outside the range seen in the training data, per feature",
+            "wine_api_input_out_of_range",
+            "Input values outside the range the serving model version was trained on (the "
+            "ranges logged with it), by feature and side: each one a warning answered",
             ("feature", "side"),
-            registry=self.registry,
-        )
-        self.range_warnings = Counter(
-            "wine_api_out_of_range",
-            "Warnings answered: features of classified wines outside the range the serving "
-            "model version was trained on (the ranges logged with it)",
-            ("feature",),
             registry=self.registry,
         )
         for kind in LOAD_KINDS:
@@ -117,7 +137,6 @@ class ApiMetrics:
             side: [self.out_of_range.labels(name, side) for name in FEATURE_NAMES]
             for side in ("below", "above")
         }
-        self._range_warnings = [self.range_warnings.labels(name) for name in FEATURE_NAMES]
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Counts one answered request and records its latency."""
@@ -125,19 +144,14 @@ class ApiMetrics:
         self.requests.labels(*key).inc()
         self.latency.labels(*key).observe(seconds)
 
-    def observe_inputs(self, below: np.ndarray, above: np.ndarray) -> None:
-        """Adds per-feature counts of values below and above the training range."""
+    def observe_out_of_range(self, below: np.ndarray, above: np.ndarray) -> None:
+        """Adds per-feature counts of values below and above the served version's training
+        ranges (13 counts each, in feature order)."""
         for side, counts in (("below", below), ("above", above)):
             if counts.any():
                 for child, count in zip(self._out_of_range[side], counts.tolist(), strict=True):
                     if count:
                         child.inc(count)
-
-    def observe_warnings(self, counts: np.ndarray) -> None:
-        """Adds per-feature counts of warnings answered (13 counts, in feature order)."""
-        for child, count in zip(self._range_warnings, counts.tolist(), strict=True):
-            if count:
-                child.inc(count)
 
     def model_loaded(self, served: ServedModel, kind: str) -> None:
         """Records a successful load and what is now served."""

@@ -11,7 +11,6 @@ from collections import Counter
 import numpy as np
 
 from prediction_api.metrics import ApiMetrics
-from prediction_api.reference import ReferenceStats
 from prediction_api.schemas import Prediction, RangeWarning
 from prediction_api.serving import ModelStore, ServedModel
 
@@ -36,7 +35,6 @@ class Predictor:
     Args:
         store: Holds the served model.
         metrics: Counts predictions and out-of-range inputs.
-        reference: The training data's ranges.
         model_uri: The model served, for messages (``models:/<name>@<alias>``).
     """
 
@@ -44,12 +42,10 @@ class Predictor:
         self,
         store: ModelStore,
         metrics: ApiMetrics,
-        reference: ReferenceStats,
         model_uri: str,
     ) -> None:
         self.store = store
         self.metrics = metrics
-        self.reference = reference
         self.model_uri = model_uri
 
     def served(self) -> ServedModel:
@@ -84,12 +80,11 @@ class Predictor:
         matrix = np.asarray(rows, dtype=np.float64)
         probabilities = served.predict_proba(matrix)
         best = probabilities.argmax(axis=1)
-        self.metrics.observe_inputs(*self.reference.outside_counts(matrix))
         warnings = None
         if served.ranges is not None:
             outside = served.ranges.outside(matrix)
             if outside is not None:
-                self.metrics.observe_warnings(outside.sum(axis=0))
+                self.metrics.observe_out_of_range(*served.ranges.sides(matrix))
                 warnings = served.ranges.warnings(matrix, outside)
         for index, count in Counter(best.tolist()).items():
             self.metrics.predictions.labels(served.class_labels[index], served.ref.version).inc(

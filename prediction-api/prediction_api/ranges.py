@@ -56,6 +56,19 @@ class RangeCheck:
         mask = (rows < self.low) | (rows > self.high)
         return mask if mask.any() else None
 
+    def sides(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """How many values of each feature lie below and above the training range.
+
+        Called only for rows :meth:`outside` found something in (the rare case).
+
+        Args:
+            rows: A 2-D array of wines, columns in :data:`FEATURE_NAMES` order.
+
+        Returns:
+            Two arrays of 13 counts, in feature order: below the minimum, above the maximum.
+        """
+        return (rows < self.low).sum(axis=0), (rows > self.high).sum(axis=0)
+
     def warnings(self, rows: np.ndarray, mask: np.ndarray) -> list[list[RangeWarning]]:
         """One list of warnings per row (empty for rows inside every range).
 

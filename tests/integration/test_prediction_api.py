@@ -217,8 +217,8 @@ def test_the_browser_form_predicts_a_cultivar_and_explains_bad_input(
 
 
 def proline_warnings(url: str) -> float:
-    """The API's count of warnings about proline so far."""
-    line = 'wine_api_out_of_range_total{feature="proline"} '
+    """The API's count of warnings about a proline above the training range so far."""
+    line = 'wine_api_input_out_of_range_total{feature="proline",side="above"} '
     metrics = httpx.get(f"{url}/metrics").text
     return float(next(row for row in metrics.splitlines() if row.startswith(line)).split()[-1])
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -77,17 +81,44 @@ def test_the_served_model_and_its_load_are_exported(client: TestClient) -> None:
     assert samples[("wine_api_model_last_load_timestamp_seconds", ())] > 1.6e9
 
 
-def test_inputs_outside_the_training_range_are_counted_per_feature(
-    client: TestClient, sample: dict[str, float]
+def test_process_and_python_metrics_are_exported_without_created_series(
+    client: TestClient,
 ) -> None:
-    # proline 2000 mg/L is plausible but above the training maximum (1680); hue 0.1 below.
-    client.post("/predict", json={**sample, "proline": 2000.0, "hue": 0.1})
-    client.post("/predict", json={**sample, "proline": 3000.0})
+    text = client.get("/metrics").text
     samples = scrape(client)
-    name = "wine_api_input_out_of_training_range_total"
-    assert samples[(name, (("feature", "proline"), ("side", "above")))] == 2
-    assert samples[(name, (("feature", "hue"), ("side", "below")))] == 1
-    assert samples[(name, (("feature", "alcohol"), ("side", "above")))] == 0
+    names = {found for (found, _) in samples}
+    assert samples[("process_resident_memory_bytes", ())] > 1e6
+    assert samples[("process_cpu_seconds_total", ())] > 0
+    assert "process_open_fds" in names
+    assert "python_info" in names
+    assert "python_gc_objects_collected_total" in names
+    assert not [found for found in names if found.endswith("_created")]
+    assert "_created" not in text
+
+
+def test_requests_in_progress_count_requests_being_answered(client: TestClient) -> None:
+    """A request held open by the app shows in the gauge; once answered, it is gone."""
+    app = client.app
+    assert isinstance(app, FastAPI)
+    entered, release = threading.Event(), threading.Event()
+
+    @app.get("/held-open")
+    def held_open() -> dict[str, bool]:  # a sync route: runs in a worker thread
+        entered.set()
+        return {"released": release.wait(timeout=30)}
+
+    gauge = ("wine_api_requests_in_progress", ())
+    assert scrape(client)[gauge] == 0  # the scrape itself is not counted
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        answer = pool.submit(client.get, "/held-open")
+        assert entered.wait(timeout=30)
+        assert scrape(client)[gauge] == 1
+        release.set()
+        assert answer.result(timeout=30).json() == {"released": True}
+    samples = scrape(client)
+    assert samples[gauge] == 0
+    route = (("method", "GET"), ("route", "/held-open"), ("status", "200"))
+    assert samples[("wine_api_requests_total", route)] == 1
 
 
 def test_two_apps_do_not_share_counters(make_client, client: TestClient, sample) -> None:

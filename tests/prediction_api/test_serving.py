@@ -135,7 +135,7 @@ def test_concurrent_predictions_always_see_one_complete_model(
     store = ModelStore(registry, CLASS_NAMES)
     registry.register(good_model)
     store.refresh()
-    predictor = Predictor(store, ApiMetrics(), reference, "models:/wine-classifier@champion")
+    predictor = Predictor(store, ApiMetrics(), "models:/wine-classifier@champion")
     rows = wine[list(FEATURE_NAMES)].to_numpy()[:20].tolist()
     expected = {
         "1": good_model.predict(wine[list(FEATURE_NAMES)].iloc[:20]).tolist(),

@@ -66,14 +66,31 @@ def test_batch_items_carry_their_own_warnings_and_all_are_counted(api: TestClien
     assert [w["feature"] for w in answers[2]["warnings"]] == ["alcohol", "ash"]
     samples = scrape(api)
     counted = {
-        dict(labels)["feature"]: value
+        (dict(labels)["feature"], dict(labels)["side"]): value
         for (name, labels), value in samples.items()
-        if name == "wine_api_out_of_range_total"
+        if name == "wine_api_input_out_of_range_total"
     }
-    assert set(counted) == set(FEATURE_NAMES)  # every feature exported from the start
-    assert counted["alcohol"] == 2
-    assert counted["ash"] == 1
+    # every feature and side exported from the start
+    assert set(counted) == {(f, side) for f in FEATURE_NAMES for side in ("below", "above")}
+    assert counted[("alcohol", "below")] == 1
+    assert counted[("alcohol", "above")] == 1
+    assert counted[("ash", "below")] == 1
     assert sum(counted.values()) == 3
+    # one fact, one counter: no second count against another reference
+    assert not [name for (name, _) in samples if "training_range" in name]
+
+
+def test_plausible_values_beyond_the_training_range_are_counted_by_side(
+    api: TestClient, sample
+) -> None:
+    # proline 2000 mg/L is plausible but above the training maximum (1680); hue 0.1 below.
+    api.post("/predict", json={**sample, "proline": 2000.0, "hue": 0.1})
+    api.post("/predict", json={**sample, "proline": 3000.0})
+    samples = scrape(api)
+    name = "wine_api_input_out_of_range_total"
+    assert samples[(name, (("feature", "proline"), ("side", "above")))] == 2
+    assert samples[(name, (("feature", "hue"), ("side", "below")))] == 1
+    assert samples[(name, (("feature", "proline"), ("side", "below")))] == 0
 
 
 def test_the_legacy_query_keeps_a_bare_class_id_and_warns_in_a_header(
@@ -114,9 +131,9 @@ def test_a_version_without_ranges_never_warns_and_says_so(
     answer = client.post("/predict", json={**sample, "alcohol": 0.132}).json()
     assert answer["warnings"] == []
     assert client.get("/model").json()["training_ranges"] is None
-    name = "wine_api_out_of_range_total"
+    name = "wine_api_input_out_of_range_total"
     counted = [value for (found, _), value in scrape(client).items() if found == name]
-    assert counted == [0.0] * len(FEATURE_NAMES)
+    assert counted == [0.0] * 2 * len(FEATURE_NAMES)
 
 
 def test_a_new_version_warns_by_its_own_ranges(
