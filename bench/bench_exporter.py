@@ -7,7 +7,7 @@ with ``champion`` and ``challenger`` aliases, and for each size runs the exporte
 process (``python -m mlflow_exporter``) refreshing back to back (the worst case: a refresh
 always running) while it measures:
 
-- the refresh: seconds (``mlflow_exporter_refresh_duration_seconds``, the slowest seen),
+- the refresh: seconds (``wine_exporter_last_refresh_duration_seconds``, the slowest seen),
   runs read, MLflow requests, whether the run cap was reached;
 - the exporter's peak memory (the gunicorn worker's ``VmHWM``);
 - ``GET /metrics`` latency on a keep-alive connection, p50 and p99;
@@ -43,6 +43,7 @@ from seed_runs import Seeded, seed_runs
 
 from devstack import PASSWORDS, auth_env, postgres_server, start_exporter, start_mlflow_server
 from devstack import metric_value as value
+from mlflow_exporter.units import unit_name
 from wine_mlops.logs import configure_logging
 from wine_mlops.waiting import wait_until
 
@@ -140,8 +141,8 @@ def measure_size(server_url: str, workdir: Path, size: int, seeded: Seeded) -> F
 
         def four_refreshes_seen() -> bool:
             scraped[0] = exporter.metrics()
-            total = value(scraped[0], "mlflow_exporter_refreshes_total")
-            duration = value(scraped[0], "mlflow_exporter_refresh_duration_seconds")
+            total = value(scraped[0], "wine_exporter_refreshes_total")
+            duration = value(scraped[0], "wine_exporter_last_refresh_duration_seconds")
             durations.setdefault(total, duration or 0)
             return len(durations) >= 4
 
@@ -151,10 +152,9 @@ def measure_size(server_url: str, workdir: Path, size: int, seeded: Seeded) -> F
         exact = all(
             value(
                 text,
-                "mlflow_run_metric",
+                f"mlflow_run_{unit_name(metric)}",
                 experiment=EXPERIMENT,
                 run_name=name,
-                metric=metric,
             )
             == number
             for name, (_, _, metrics) in seeded.newest_finished.items()
@@ -167,9 +167,9 @@ def measure_size(server_url: str, workdir: Path, size: int, seeded: Seeded) -> F
     return Figures(
         runs=size,
         refresh_s=slowest,
-        runs_read=value(text, "mlflow_exporter_runs_read") or 0,
-        requests=value(text, "mlflow_exporter_refresh_requests") or 0,
-        cap_reached=value(text, "mlflow_exporter_run_cap_reached") == 1,
+        runs_read=value(text, "wine_exporter_last_refresh_runs") or 0,
+        requests=value(text, "wine_exporter_last_refresh_requests") or 0,
+        cap_reached=value(text, "wine_exporter_run_cap_reached") == 1,
         peak_mib=peak,
         scrape_p50=percentile(scrapes, 50),
         scrape_p99=percentile(scrapes, 99),

@@ -3,7 +3,8 @@
 Answers: per model family, the test accuracy, precision, recall and F1 (macro) of its latest
 finished run and how they evolved; which registry version is ``champion`` and
 ``challenger`` and how good the champion is; how many runs each experiment holds.
-Source: the mlflow-exporter (``mlflow_run_*``, ``mlflow_model_*``, ``mlflow_experiment_runs``).
+Source: the mlflow-exporter (``mlflow_run_*``, ``mlflow_model_*``, ``mlflow_experiment_runs``);
+each MLflow metric key is a metric name with its unit: ``accuracy`` → ``mlflow_run_accuracy_ratio``.
 """
 
 from __future__ import annotations
@@ -37,9 +38,6 @@ QUALITY_METRICS = (
 #: WineChampionAccuracyBelowFloor alert: panel colours turn at it.
 ACCURACY_FLOOR = DEFAULT_MIN_ACCURACY
 
-#: Every quality metric, as a PromQL regex.
-ANY_QUALITY_METRIC = "|".join(metric for metric, _ in QUALITY_METRICS)
-
 #: Selector of the experiments chosen in the dashboard's ``experiment`` variable.
 EXPERIMENT = 'experiment=~"$experiment"'
 
@@ -48,8 +46,13 @@ EXPERIMENT_RUNS = f"mlflow_experiment_runs{{{EXPERIMENT}}}"
 
 
 def run_metric(metric: str) -> str:
-    """A test metric of the latest finished run of each model family."""
-    return f'mlflow_run_metric{{{EXPERIMENT}, metric="{metric}"}}'
+    """A test metric (a ratio) of the latest finished run of each model family."""
+    return f"mlflow_run_{metric}_ratio{{{EXPERIMENT}}}"
+
+
+def champion_metric(metric: str) -> str:
+    """A test metric (a ratio) of the run behind the champion version."""
+    return f'mlflow_model_alias_{metric}_ratio{{alias="champion"}}'
 
 
 def build() -> dashboard_builder.Dashboard:
@@ -69,10 +72,7 @@ def build() -> dashboard_builder.Dashboard:
             "Champion test metrics",
             "Test metrics of the run behind the champion version. Red below the accuracy "
             f"floor ({ACCURACY_FLOOR}) of the WineChampionAccuracyBelowFloor alert.",
-            query(
-                f'mlflow_model_alias_metric{{alias="champion", metric=~"{ANY_QUALITY_METRIC}"}}',
-                "{{metric}}",
-            ),
+            *(query(champion_metric(metric), metric) for metric, _ in QUALITY_METRICS),
             size=(10, 5),
             unit="percentunit",
             colors=quality_colors,
@@ -122,10 +122,7 @@ def build() -> dashboard_builder.Dashboard:
         time_series(
             "Champion accuracy over time",
             "Test accuracy of the champion; a step is a promotion.",
-            query(
-                'mlflow_model_alias_metric{alias="champion", metric="accuracy"}',
-                "{{model}} champion",
-            ),
+            query(champion_metric("accuracy"), "{{model}} champion"),
             size=(12, 8),
             unit="percentunit",
             min_value=None,
@@ -173,7 +170,7 @@ def build() -> dashboard_builder.Dashboard:
             .label("Experiment")
             .description("MLflow experiments to show")
             .datasource(DATASOURCE)
-            .query("label_values(mlflow_run_metric, experiment)")
+            .query("label_values(mlflow_run_start_timestamp_seconds, experiment)")
             .refresh(dashboard.VariableRefresh.ON_TIME_RANGE_CHANGED)
             .multi(True)
             .include_all(True)

@@ -27,6 +27,8 @@ UID = "wine-platform"
 
 MLFLOW = 'job="mlflow-server"'
 EXPORTER = 'job="mlflow-exporter"'
+#: When the exporter last read MLflow (0 before its first success): its age is time() - it.
+LAST_SUCCESS = "wine_exporter_last_refresh_success_timestamp_seconds"
 
 #: Colours of a 0/1 "up" gauge: red unless 1.
 UP = thresholds((None, "red"), (1, "green"))
@@ -60,7 +62,7 @@ def build() -> dashboard_builder.Dashboard:
         stat_panel(
             "Snapshot age",
             "Seconds since the exporter last read MLflow; alert above 120 s.",
-            query(f"max(mlflow_exporter_snapshot_age_seconds{{{EXPORTER}}})"),
+            query(f"time() - max({LAST_SUCCESS}{{{EXPORTER}}})"),
             size=(4, 5),
             unit="s",
             colors=bad_above(60, 120),
@@ -132,8 +134,8 @@ def build() -> dashboard_builder.Dashboard:
         time_series(
             "Snapshot age and refresh duration",
             "Seconds since the last successful read of MLflow, and how long the last refresh took.",
-            query(f"mlflow_exporter_snapshot_age_seconds{{{EXPORTER}}}", "snapshot age"),
-            query(f"mlflow_exporter_refresh_duration_seconds{{{EXPORTER}}}", "refresh duration"),
+            query(f"time() - {LAST_SUCCESS}{{{EXPORTER}}}", "snapshot age"),
+            query(f"wine_exporter_last_refresh_duration_seconds{{{EXPORTER}}}", "refresh duration"),
             size=(12, 8),
             unit="s",
         ),
@@ -141,8 +143,8 @@ def build() -> dashboard_builder.Dashboard:
             "Refreshes and errors",
             "Refreshes from MLflow per minute, and failed ones (the last snapshot stays "
             "served while MLflow is unreachable).",
-            query(f"{rate('mlflow_exporter_refreshes_total', EXPORTER)} * 60", "refreshes/min"),
-            query(f"{rate('mlflow_exporter_refresh_errors_total', EXPORTER)} * 60", "errors/min"),
+            query(f"{rate('wine_exporter_refreshes_total', EXPORTER)} * 60", "refreshes/min"),
+            query(f"{rate('wine_exporter_refresh_errors_total', EXPORTER)} * 60", "errors/min"),
             size=(12, 8),
         ),
     ]

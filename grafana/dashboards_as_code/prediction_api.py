@@ -200,10 +200,11 @@ def build() -> dashboard_builder.Dashboard:
     out_of_range = [
         bar_gauge(
             "Out-of-range values per feature in the time range",
-            "Input values below or above the range of the training data, per feature, over "
-            "the dashboard's time range (alert WineApiInputsOutOfTrainingRange).",
+            "Input values below or above the range the served version was trained on (each "
+            "one a warning in the answer), per feature, over the dashboard's time range "
+            "(alert WineApiInputsOutOfTrainingRange).",
             query(
-                increase("wine_api_input_out_of_training_range_total", API, by="feature, side"),
+                increase("wine_api_input_out_of_range_total", API, by="feature, side"),
                 "{{feature}} ({{side}})",
                 instant=True,
             ),
@@ -215,7 +216,7 @@ def build() -> dashboard_builder.Dashboard:
             "Out-of-range input values per wine classified, by feature; the alert fires "
             "when the total stays above 0.25 for 5 minutes.",
             query(
-                rate("wine_api_input_out_of_training_range_total", API, by="feature")
+                rate("wine_api_input_out_of_range_total", API, by="feature")
                 + f" / scalar({rate('wine_api_predictions_total', API)})",
                 "{{feature}}",
             ),

@@ -48,7 +48,7 @@ def create_app(
     refresher = Refresher(
         source, settings.refresh_interval_seconds, clock, settings.min_pause_seconds
     )
-    exposition = Exposition(lambda: refresher.state, clock, settings.min_accuracy)
+    exposition = Exposition(lambda: refresher.state, settings.min_accuracy)
 
     app = Flask(__name__)
     app.extensions[EXTENSION] = refresher

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -26,15 +25,50 @@ from wine_mlops.settings import DEFAULT_MIN_ACCURACY
 StateReader = Callable[[], ExporterState]
 
 
+#: Unit suffixes of run metric names and how the help text says them.
+_UNITS = (("_ratio", "a ratio from 0 to 1"), ("_seconds", "seconds"), ("_bytes", "bytes"))
+
+
+def _metric_help(subject: str, name: str) -> str:
+    """E.g. ``MLflow metric 'accuracy' of <subject> (a ratio from 0 to 1).``"""
+    for suffix, unit in _UNITS:
+        if name.endswith(suffix):
+            key = name.removesuffix(suffix) if suffix == "_ratio" else name
+            return f"MLflow metric {key!r} of {subject} ({unit})."
+    return f"MLflow metric {name!r} of {subject} (no unit)."
+
+
+def _named_families(
+    prefix: str, subject: str, labels: list[str]
+) -> tuple[dict[str, GaugeMetricFamily], Callable[[str], GaugeMetricFamily]]:
+    """Families made on demand, one per metric name (``prefix`` + name with its unit)."""
+    families: dict[str, GaugeMetricFamily] = {}
+
+    def family(name: str) -> GaugeMetricFamily:
+        found = families.get(name)
+        if found is None:
+            found = families[name] = GaugeMetricFamily(
+                f"{prefix}{name}", _metric_help(subject, name), labels=labels
+            )
+        return found
+
+    return families, family
+
+
 class RunCollector(Collector):
     """Runs: the latest finished run of each (experiment, run name) and run counts.
 
-    Exposition (one series per experiment, run name and sanitised metric key; a run name
-    that repeats across runs still gives one series, from its latest finished run)::
+    Exposition (one metric name per MLflow metric key, its unit at the end, see
+    :mod:`mlflow_exporter.units`; one series per experiment and run name: a run name that
+    repeats across runs still gives one series, from its latest finished run)::
 
-        # HELP mlflow_run_metric Metric of the latest finished run of each run name.
-        # TYPE mlflow_run_metric gauge
-        mlflow_run_metric{experiment="wine-classifier",metric="accuracy",run_name="SVC"} 0.97
+        # HELP mlflow_run_accuracy_ratio MLflow metric 'accuracy' of the latest ...
+        # TYPE mlflow_run_accuracy_ratio gauge
+        mlflow_run_accuracy_ratio{experiment="wine-classifier",run_name="SVC"} 0.97
+        # TYPE mlflow_run_fit_time_seconds gauge
+        mlflow_run_fit_time_seconds{experiment="wine-classifier",run_name="SVC"} 0.012
+        # TYPE mlflow_run_log_loss gauge
+        mlflow_run_log_loss{experiment="wine-classifier",run_name="SVC"} 0.08
         # HELP mlflow_run_start_timestamp_seconds Start time of the latest finished run ...
         # TYPE mlflow_run_start_timestamp_seconds gauge
         mlflow_run_start_timestamp_seconds{experiment="wine-classifier",run_name="SVC"} 1.7e+09
@@ -44,7 +78,7 @@ class RunCollector(Collector):
 
     The runs are the newest of each experiment (``EXPORTER_RUNS_PER_EXPERIMENT``): the counts
     are the experiment's counts while it holds fewer runs, else the status mix of its newest
-    runs (``mlflow_exporter_run_cap_reached`` is then 1).
+    runs (``wine_exporter_run_cap_reached`` is then 1).
 
     Args:
         state: Returns the current exporter state.
@@ -53,48 +87,43 @@ class RunCollector(Collector):
     def __init__(self, state: StateReader) -> None:
         self._state = state
 
-    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
-        return (
-            GaugeMetricFamily(
-                "mlflow_run_metric",
-                "Metric of the latest finished run of each run name (model family), "
-                "by experiment; metric keys sanitised to [a-zA-Z0-9_].",
-                labels=["experiment", "run_name", "metric"],
-            ),
-            GaugeMetricFamily(
-                "mlflow_run_start_timestamp_seconds",
-                "Start time of the latest finished run of each run name, by experiment.",
-                labels=["experiment", "run_name"],
-            ),
-            GaugeMetricFamily(
-                "mlflow_experiment_runs",
-                "Active (not deleted) runs by status among the newest runs the exporter reads "
-                "of an experiment (all of them up to EXPORTER_RUNS_PER_EXPERIMENT).",
-                labels=["experiment", "status"],
-            ),
-        )
-
     def collect(self) -> Iterator[Metric]:
         """The families with one sample per series of the current snapshot."""
         snapshot = self._state().snapshot
         if snapshot is None:
             return
-        metrics, starts, counts = self._families()
+        families, family = _named_families(
+            "mlflow_run_",
+            "the latest finished run of each run name, by experiment",
+            ["experiment", "run_name"],
+        )
+        starts = GaugeMetricFamily(
+            "mlflow_run_start_timestamp_seconds",
+            "Start time of the latest finished run of each run name, by experiment.",
+            labels=["experiment", "run_name"],
+        )
+        counts = GaugeMetricFamily(
+            "mlflow_experiment_runs",
+            "Active (not deleted) runs by status among the newest runs the exporter reads "
+            "of an experiment (all of them up to EXPORTER_RUNS_PER_EXPERIMENT).",
+            labels=["experiment", "status"],
+        )
         for experiment in snapshot.experiments:
             for status, count in experiment.runs_by_status:
                 counts.add_metric([experiment.name, status], count)
             for run in experiment.latest_runs:
                 if run.start_time_seconds is not None:
                     starts.add_metric([experiment.name, run.run_name], run.start_time_seconds)
-                for key, value in run.metrics:
-                    metrics.add_metric([experiment.name, run.run_name, key], value)
-        yield from (metrics, starts, counts)
+                for name, value in run.metrics:
+                    family(name).add_metric([experiment.name, run.run_name], value)
+        yield from (families[name] for name in sorted(families))
+        yield from (starts, counts)
 
 
 class RegistryCollector(Collector):
     """The model registry: aliases, the metrics of the runs behind them, version counts.
 
-    Exposition::
+    Exposition (the run metrics named as for :class:`RunCollector`)::
 
         # HELP mlflow_model_alias_info The version and run an alias of a registered model ...
         # TYPE mlflow_model_alias_info gauge
@@ -102,9 +131,9 @@ class RegistryCollector(Collector):
         # HELP mlflow_model_alias_version The version number an alias points to.
         # TYPE mlflow_model_alias_version gauge
         mlflow_model_alias_version{alias="champion",model="wine-classifier"} 4.0
-        # HELP mlflow_model_alias_metric Metric of the run behind the version an alias ...
-        # TYPE mlflow_model_alias_metric gauge
-        mlflow_model_alias_metric{alias="champion",metric="accuracy",model="wine-classifier"} 0.98
+        # HELP mlflow_model_alias_accuracy_ratio MLflow metric 'accuracy' of the run behind ...
+        # TYPE mlflow_model_alias_accuracy_ratio gauge
+        mlflow_model_alias_accuracy_ratio{alias="champion",model="wine-classifier"} 0.98
         # HELP mlflow_model_versions Versions of a registered model.
         # TYPE mlflow_model_versions gauge
         mlflow_model_versions{model="wine-classifier"} 6.0
@@ -116,84 +145,84 @@ class RegistryCollector(Collector):
     def __init__(self, state: StateReader) -> None:
         self._state = state
 
-    def _families(self) -> tuple[GaugeMetricFamily, ...]:
-        return (
-            GaugeMetricFamily(
-                "mlflow_model_alias_info",
-                "The version and run an alias of a registered model points to (always 1).",
-                labels=["model", "alias", "version", "run_id"],
-            ),
-            GaugeMetricFamily(
-                "mlflow_model_alias_version",
-                "The version number an alias of a registered model points to.",
-                labels=["model", "alias"],
-            ),
-            GaugeMetricFamily(
-                "mlflow_model_alias_metric",
-                "Metric of the run behind the version an alias points to (e.g. the champion's).",
-                labels=["model", "alias", "metric"],
-            ),
-            GaugeMetricFamily(
-                "mlflow_model_versions",
-                "Versions registered for a registered model (the newest version's number).",
-                labels=["model"],
-            ),
-        )
-
     def collect(self) -> Iterator[Metric]:
         """The families with one sample per model and alias of the current snapshot."""
         snapshot = self._state().snapshot
         if snapshot is None:
             return
-        info, number, metrics, versions = self._families()
+        info = GaugeMetricFamily(
+            "mlflow_model_alias_info",
+            "The version and run an alias of a registered model points to (always 1).",
+            labels=["model", "alias", "version", "run_id"],
+        )
+        number = GaugeMetricFamily(
+            "mlflow_model_alias_version",
+            "The version number an alias of a registered model points to.",
+            labels=["model", "alias"],
+        )
+        versions = GaugeMetricFamily(
+            "mlflow_model_versions",
+            "Versions registered for a registered model (the newest version's number).",
+            labels=["model"],
+        )
+        families, family = _named_families(
+            "mlflow_model_alias_",
+            "the run behind the version an alias points to (e.g. the champion's)",
+            ["model", "alias"],
+        )
         for model in snapshot.models:
             versions.add_metric([model.name], model.versions)
             for alias in model.aliases:
                 info.add_metric([model.name, alias.alias, alias.version, alias.run_id], 1)
                 if alias.version.isdigit():
                     number.add_metric([model.name, alias.alias], int(alias.version))
-                for key, value in alias.metrics:
-                    metrics.add_metric([model.name, alias.alias, key], value)
-        yield from (info, number, metrics, versions)
+                for name, value in alias.metrics:
+                    family(name).add_metric([model.name, alias.alias], value)
+        yield from (info, number)
+        yield from (families[name] for name in sorted(families))
+        yield versions
 
 
-#: The exporter's own metrics: name -> (type, help).
+#: The exporter's own metrics (prefix ``wine_exporter_``, which nothing of MLflow's own
+#: ``/metrics`` uses): name -> (type, help).
 _EXPORTER_METRICS: dict[str, tuple[str, str]] = {
     "mlflow_up": ("gauge", "Whether the last refresh reached MLflow (1) or not (0)."),
-    "mlflow_exporter_last_refresh_success_timestamp_seconds": (
+    "wine_exporter_last_refresh_success_timestamp_seconds": (
         "gauge",
-        "Unix time of the last successful refresh from MLflow (0 before the first).",
+        "Unix time of the last successful refresh from MLflow, when the snapshot served was "
+        "read (0 before the first).",
     ),
-    "mlflow_exporter_snapshot_age_seconds": (
-        "gauge",
-        "Seconds since the snapshot served was read from MLflow.",
-    ),
-    "mlflow_exporter_refresh_duration_seconds": (
+    "wine_exporter_last_refresh_duration_seconds": (
         "gauge",
         "Seconds the last refresh took, successful or not.",
     ),
-    "mlflow_exporter_refreshes": ("counter", "Refreshes from MLflow attempted."),
-    "mlflow_exporter_refresh_errors": (
+    "wine_exporter_refreshes": ("counter", "Refreshes from MLflow attempted."),
+    "wine_exporter_refresh_errors": (
         "counter",
         "Refreshes from MLflow that failed (the last snapshot stayed in place).",
     ),
-    "mlflow_exporter_refresh_requests": (
+    "wine_exporter_last_refresh_requests": (
         "gauge",
         "MLflow REST requests made by the last successful refresh.",
     ),
-    "mlflow_exporter_runs_read": ("gauge", "Runs read from MLflow by the last successful refresh."),
-    "mlflow_exporter_run_window": (
+    "wine_exporter_last_refresh_runs": (
+        "gauge",
+        "Runs read from MLflow by the last successful refresh.",
+    ),
+    "wine_exporter_run_window": (
         "gauge",
         "Newest runs the last successful refresh read at most per experiment.",
     ),
-    "mlflow_exporter_run_cap_reached": (
+    "wine_exporter_run_cap_reached": (
         "gauge",
         "1 when the last successful refresh left older runs unread (an experiment held more "
         "runs than the window), else 0.",
     ),
-    "mlflow_exporter_dropped_items": (
+    "wine_exporter_dropped_items": (
         "gauge",
-        "Items left out of the last snapshot by the cardinality caps, by kind.",
+        "Items left out of the last snapshot, by kind: by the cardinality caps "
+        "(experiments, run_names, metrics, models) or metric keys without a known unit "
+        "(unknown_metrics).",
     ),
 }
 
@@ -201,71 +230,63 @@ _EXPORTER_METRICS: dict[str, tuple[str, str]] = {
 class ExporterCollector(Collector):
     """The exporter itself: reachability of MLflow, freshness and cost of the snapshot.
 
-    Exposition (the age is computed at scrape time, so it grows while MLflow is down)::
+    Exposition (the snapshot's age is ``time() - wine_exporter_last_refresh_success_...``)::
 
         # HELP mlflow_up Whether the last refresh reached MLflow (1) or not (0).
         # TYPE mlflow_up gauge
         mlflow_up 1.0
-        # TYPE mlflow_exporter_last_refresh_success_timestamp_seconds gauge
-        mlflow_exporter_last_refresh_success_timestamp_seconds 1.7e+09
-        # TYPE mlflow_exporter_snapshot_age_seconds gauge
-        mlflow_exporter_snapshot_age_seconds 3.2
-        # TYPE mlflow_exporter_refresh_duration_seconds gauge
-        mlflow_exporter_refresh_duration_seconds 0.045
-        # TYPE mlflow_exporter_refreshes counter
-        mlflow_exporter_refreshes_total 40.0
-        # TYPE mlflow_exporter_refresh_errors counter
-        mlflow_exporter_refresh_errors_total 2.0
-        # TYPE mlflow_exporter_refresh_requests gauge
-        mlflow_exporter_refresh_requests 4.0
-        # TYPE mlflow_exporter_runs_read gauge
-        mlflow_exporter_runs_read 200.0
-        # TYPE mlflow_exporter_run_window gauge
-        mlflow_exporter_run_window 200.0
-        # TYPE mlflow_exporter_run_cap_reached gauge
-        mlflow_exporter_run_cap_reached 1.0
-        # TYPE mlflow_exporter_dropped_items gauge
-        mlflow_exporter_dropped_items{kind="run_names"} 0.0
+        # TYPE wine_exporter_last_refresh_success_timestamp_seconds gauge
+        wine_exporter_last_refresh_success_timestamp_seconds 1.7e+09
+        # TYPE wine_exporter_last_refresh_duration_seconds gauge
+        wine_exporter_last_refresh_duration_seconds 0.045
+        # TYPE wine_exporter_refreshes counter
+        wine_exporter_refreshes_total 40.0
+        # TYPE wine_exporter_refresh_errors counter
+        wine_exporter_refresh_errors_total 2.0
+        # TYPE wine_exporter_last_refresh_requests gauge
+        wine_exporter_last_refresh_requests 4.0
+        # TYPE wine_exporter_last_refresh_runs gauge
+        wine_exporter_last_refresh_runs 200.0
+        # TYPE wine_exporter_run_window gauge
+        wine_exporter_run_window 200.0
+        # TYPE wine_exporter_run_cap_reached gauge
+        wine_exporter_run_cap_reached 1.0
+        # TYPE wine_exporter_dropped_items gauge
+        wine_exporter_dropped_items{kind="run_names"} 0.0
 
-    (HELP lines shortened here.) The success timestamp is 0 and the snapshot age is absent
-    until the first successful refresh.
+    (HELP lines shortened here.) The success timestamp is 0 until the first successful
+    refresh. Counters have no ``_created`` series.
     """
 
-    def __init__(self, state: StateReader, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, state: StateReader) -> None:
         self._state = state
-        self._clock = clock
 
     def collect(self) -> Iterator[Metric]:
-        """The families for the current state, the snapshot age computed now."""
+        """The families for the current state."""
         state = self._state()
         snapshot = state.snapshot
-        values: dict[str, float | None] = {
+        values: dict[str, float] = {
             "mlflow_up": float(state.up),
-            "mlflow_exporter_last_refresh_success_timestamp_seconds": state.last_success or 0.0,
-            "mlflow_exporter_snapshot_age_seconds": (
-                None if state.last_success is None else max(0.0, self._clock() - state.last_success)
-            ),
-            "mlflow_exporter_refresh_duration_seconds": (
+            "wine_exporter_last_refresh_success_timestamp_seconds": state.last_success or 0.0,
+            "wine_exporter_last_refresh_duration_seconds": (
                 math.nan if state.last_duration is None else state.last_duration
             ),
-            "mlflow_exporter_refreshes": state.refreshes,
-            "mlflow_exporter_refresh_errors": state.errors,
-            "mlflow_exporter_refresh_requests": snapshot.requests if snapshot else 0,
-            "mlflow_exporter_runs_read": snapshot.runs_read if snapshot else 0,
-            "mlflow_exporter_run_window": snapshot.run_window if snapshot else 0,
-            "mlflow_exporter_run_cap_reached": float(snapshot.run_cap_reached) if snapshot else 0,
+            "wine_exporter_refreshes": state.refreshes,
+            "wine_exporter_refresh_errors": state.errors,
+            "wine_exporter_last_refresh_requests": snapshot.requests if snapshot else 0,
+            "wine_exporter_last_refresh_runs": snapshot.runs_read if snapshot else 0,
+            "wine_exporter_run_window": snapshot.run_window if snapshot else 0,
+            "wine_exporter_run_cap_reached": float(snapshot.run_cap_reached) if snapshot else 0,
         }
         for name, value in values.items():
-            if value is None:
-                continue
             kind, doc = _EXPORTER_METRICS[name]
             if kind == "counter":
                 yield CounterMetricFamily(name, doc, value=value)
             else:
                 yield GaugeMetricFamily(name, doc, value=value)
         dropped = GaugeMetricFamily(
-            "mlflow_exporter_dropped_items",
-            _EXPORTER_METRICS["mlflow_exporter_dropped_items"][1],
+            "wine_exporter_dropped_items",
+            _EXPORTER_METRICS["wine_exporter_dropped_items"][1],
             labels=["kind"],
         )
         counts = dict(snapshot.dropped) if snapshot else {}
@@ -279,9 +300,9 @@ class FloorCollector(Collector):
 
     Exposition::
 
-        # HELP wine_champion_accuracy_floor Lowest test accuracy a champion may have ...
-        # TYPE wine_champion_accuracy_floor gauge
-        wine_champion_accuracy_floor 0.9
+        # HELP wine_champion_accuracy_floor_ratio Lowest test accuracy a champion may ...
+        # TYPE wine_champion_accuracy_floor_ratio gauge
+        wine_champion_accuracy_floor_ratio 0.9
     """
 
     def __init__(self, floor: float) -> None:
@@ -290,7 +311,7 @@ class FloorCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """One gauge: the floor from the settings (``WINE_MIN_ACCURACY``)."""
         yield GaugeMetricFamily(
-            "wine_champion_accuracy_floor",
+            "wine_champion_accuracy_floor_ratio",
             "Lowest test accuracy a champion may have (WINE_MIN_ACCURACY, which training "
             "promotes by).",
             value=self._floor,
@@ -302,19 +323,17 @@ class Exposition:
 
     The run and registry metrics only change when a refresh swaps in a new snapshot, so
     their text is rendered once per snapshot and format and reused by every scrape; only
-    the exporter's own metrics (the snapshot age grows) and the process metrics are rendered
-    per scrape. A scrape then costs little CPU even while a refresh parses MLflow's answers.
+    the exporter's own metrics and the process metrics are rendered per scrape. A scrape
+    then costs little CPU even while a refresh parses MLflow's answers.
 
     Args:
         state: Returns the current exporter state.
-        clock: The wall clock used for the snapshot age.
         accuracy_floor: The stack's accuracy floor (``settings.min_accuracy``).
     """
 
     def __init__(
         self,
         state: StateReader,
-        clock: Callable[[], float] = time.time,
         accuracy_floor: float = DEFAULT_MIN_ACCURACY,
     ) -> None:
         self._state = state
@@ -324,7 +343,7 @@ class Exposition:
         self._snapshot_metrics.register(FloorCollector(accuracy_floor))
         self._live_metrics = CollectorRegistry()
         ProcessCollector(registry=self._live_metrics)
-        self._live_metrics.register(ExporterCollector(state, clock))
+        self._live_metrics.register(ExporterCollector(state))
         self._rendering = ExporterState()
         self._cache: dict[str, tuple[object, bytes]] = {}
         self._lock = threading.Lock()
@@ -354,20 +373,18 @@ _EOF = b"# EOF\n"
 
 def build_registry(
     state: StateReader,
-    clock: Callable[[], float] = time.time,
     accuracy_floor: float = DEFAULT_MIN_ACCURACY,
 ) -> CollectorRegistry:
     """A private registry holding the collectors and the process metrics.
 
     Args:
         state: Returns the current exporter state.
-        clock: The wall clock used for the snapshot age.
         accuracy_floor: The stack's accuracy floor (``settings.min_accuracy``).
     """
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)  # process_* (memory, CPU, open files) of the exporter
     registry.register(RunCollector(state))
     registry.register(RegistryCollector(state))
-    registry.register(ExporterCollector(state, clock))
+    registry.register(ExporterCollector(state))
     registry.register(FloorCollector(accuracy_floor))
     return registry

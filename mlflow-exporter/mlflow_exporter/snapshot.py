@@ -2,8 +2,9 @@
 
 Building is a pure function of plain records (:class:`RunRecord`, :class:`ModelRecord`), so
 the rules that keep the exposition valid and its cardinality bounded are tested without
-MLflow: latest *finished* run per (experiment, run name), sanitised label values, no two
-series with the same labels, and hard caps on experiments, run names, metrics and models.
+MLflow: latest *finished* run per (experiment, run name), sanitised label values, metric
+keys turned into metric names with their unit (:mod:`mlflow_exporter.units`), no two series
+with the same labels, and hard caps on experiments, run names, metrics and models.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from mlflow_exporter.units import unit_name
+
 #: Run statuses MLflow knows; each experiment reports a count for every one of them.
 RUN_STATUSES: tuple[str, ...] = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 
-#: What the cardinality caps can drop; ``mlflow_exporter_dropped_items`` reports each kind.
-DROP_KINDS: tuple[str, ...] = ("experiments", "run_names", "metrics", "models")
+#: What a snapshot leaves out, by kind; ``wine_exporter_dropped_items`` reports each one.
+#: The cardinality caps drop experiments, run names, metrics and models; metric keys
+#: without a known unit are ``unknown_metrics`` (see :mod:`mlflow_exporter.units`).
+DROP_KINDS: tuple[str, ...] = ("experiments", "run_names", "metrics", "models", "unknown_metrics")
 
 #: Longest label value the exporter emits (longer names are cut).
 MAX_LABEL_LENGTH = 128
@@ -99,7 +104,10 @@ class Limits:
 
 @dataclass(frozen=True)
 class LatestRun:
-    """The latest finished run of one run name in one experiment."""
+    """The latest finished run of one run name in one experiment.
+
+    ``metrics`` pairs a metric name with its unit (``accuracy_ratio``) with the value.
+    """
 
     run_name: str
     start_time_seconds: float | None
@@ -150,10 +158,13 @@ class Snapshot:
 def _metric_pairs(
     metrics: Mapping[str, float], limit: int, dropped: Counter[str]
 ) -> tuple[tuple[str, float], ...]:
-    """Sanitised, de-duplicated, capped (label, value) pairs in key order."""
+    """(name with unit, value) pairs in key order: de-duplicated, capped, known units only."""
     pairs: dict[str, float] = {}
     for key in sorted(metrics):
-        label = metric_label(key)
+        label = unit_name(metric_label(key))
+        if label is None:
+            dropped["unknown_metrics"] += 1
+            continue
         if label in pairs or len(pairs) >= limit:
             dropped["metrics"] += 1
             continue

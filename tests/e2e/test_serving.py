@@ -100,10 +100,9 @@ def test_the_exporter_republishes_mlflow_in_valid_exposition(stack: Stack) -> No
     assert value(text, "mlflow_up") == 1
     exported = value(
         text,
-        "mlflow_run_metric",
+        "mlflow_run_accuracy_ratio",
         experiment="wine-classifier",
         run_name="LogisticRegression",
-        metric="accuracy",
     )
     assert exported == pytest.approx(latest.data.metrics["accuracy"])
 

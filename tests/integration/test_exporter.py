@@ -26,6 +26,7 @@ from mlflow_exporter.collectors import build_registry
 from mlflow_exporter.refresher import ExporterState, Refresher
 from mlflow_exporter.settings import ExporterSettings
 from mlflow_exporter.source import MlflowSource
+from mlflow_exporter.units import unit_name
 from tests.mlflow_exporter.support import (
     FAMILIES,
     get,
@@ -90,7 +91,7 @@ def world(mlflow_server: MlflowServer) -> World:
         experiment_id,
         ODD_RUN_NAME,
         t0 + 40_000,
-        {"val/loss é": math.nan, "accuracy": 0.5},
+        {"val/loss é": 1.0, "log loss": math.nan, "accuracy": 0.5},
     )
     _run(client, experiment_id, "no-metrics", t0 + 50_000, {})
     model = f"exporter-model-{suffix}"
@@ -133,22 +134,23 @@ def test_exported_values_equal_what_mlflow_holds(mlflow_server: MlflowServer, wo
     forest = client.get_run(world.forest_run_id)
     labels = {"experiment": world.experiment, "run_name": "RandomForestClassifier"}
     for key, expected in forest.data.metrics.items():
-        assert registry.get_sample_value("mlflow_run_metric", {**labels, "metric": key}) == expected
+        assert registry.get_sample_value(f"mlflow_run_{key}_ratio", labels) == expected
     # the older run's f1_macro is not mixed in: only the latest finished run counts
-    assert registry.get_sample_value("mlflow_run_metric", {**labels, "metric": "f1_macro"}) is None
+    assert registry.get_sample_value("mlflow_run_f1_macro_ratio", labels) is None
     start = registry.get_sample_value("mlflow_run_start_timestamp_seconds", labels)
     assert start == forest.info.start_time / 1000
 
     odd = {"experiment": world.experiment, "run_name": ODD_RUN_NAME}
-    nan = registry.get_sample_value("mlflow_run_metric", {**odd, "metric": "val_loss__"})
+    nan = registry.get_sample_value("mlflow_run_log_loss", odd)
     assert nan is not None
     assert math.isnan(nan)
+    # "val/loss é" has no known unit: left out, and counted
+    unknown = {"kind": "unknown_metrics"}
+    assert registry.get_sample_value("wine_exporter_dropped_items", unknown) == 1
     no_metrics = {"experiment": world.experiment, "run_name": "no-metrics"}
     assert registry.get_sample_value("mlflow_run_start_timestamp_seconds", no_metrics)
     assert (
-        registry.get_sample_value(
-            "mlflow_run_metric", {**labels, "run_name": "SVC", "metric": "accuracy"}
-        )
+        registry.get_sample_value("mlflow_run_accuracy_ratio", {**labels, "run_name": "SVC"})
         is None
     )  # failed runs are counted, not exported as "latest"
 
@@ -167,18 +169,18 @@ def test_exported_values_equal_what_mlflow_holds(mlflow_server: MlflowServer, wo
         "run_id": champion.run_id or "",
     }
     assert registry.get_sample_value("mlflow_model_alias_info", info) == 1
-    metric = {"model": world.model, "alias": "champion", "metric": "accuracy"}
-    assert registry.get_sample_value("mlflow_model_alias_metric", metric) == 0.95
+    champion_labels = {"model": world.model, "alias": "champion"}
+    assert registry.get_sample_value("mlflow_model_alias_accuracy_ratio", champion_labels) == 0.95
     versions = client.search_model_versions(f"name = '{world.model}'")
     assert registry.get_sample_value("mlflow_model_versions", {"model": world.model}) == len(
         versions
     )
     assert registry.get_sample_value("mlflow_up") == 1
     # what the exporter says it asked is what the server answered
-    assert registry.get_sample_value("mlflow_exporter_refresh_requests") == served
+    assert registry.get_sample_value("wine_exporter_last_refresh_requests") == served
     # every run of these small experiments was read: the counts are complete
-    assert registry.get_sample_value("mlflow_exporter_run_cap_reached") == 0
-    assert registry.get_sample_value("mlflow_exporter_runs_read") == 6
+    assert registry.get_sample_value("wine_exporter_run_cap_reached") == 0
+    assert registry.get_sample_value("wine_exporter_last_refresh_runs") == 6
 
 
 def test_exporter_process_serves_promtool_valid_metrics_from_real_data(
@@ -192,11 +194,21 @@ def test_exporter_process_serves_promtool_valid_metrics_from_real_data(
     )
     try:
         labels = {"experiment": world.experiment, "run_name": "RandomForestClassifier"}
-        text = exporter.wait_for("mlflow_run_metric", 0.95, {**labels, "metric": "accuracy"})
+        text = exporter.wait_for("mlflow_run_accuracy_ratio", 0.95, labels)
         assert promtool_check(text) == ""
         assert samples(text)  # parses with no duplicate series
         assert value(text, "mlflow_up") == 1
-        assert value(text, "wine_champion_accuracy_floor") == 0.87
+        assert value(text, "wine_champion_accuracy_floor_ratio") == 0.87
+        champion = {"model": world.model, "alias": "champion"}
+        assert value(text, "mlflow_model_alias_accuracy_ratio", **champion) == 0.95
+        assert (value(text, "wine_exporter_refreshes_total") or 0) >= 1
+        assert (value(text, "wine_exporter_last_refresh_success_timestamp_seconds") or 0) > 1.7e9
+        assert value(text, "process_resident_memory_bytes")
+        # no name of MLflow's own /metrics (mlflow_exporter_info, mlflow_http_*), one unit
+        # per name, a timestamp rather than an age, and no _created series
+        names = {name for name, _ in samples(text)}
+        assert not {n for n in names if n.startswith(("mlflow_exporter_", "mlflow_http_"))}
+        assert not {n for n in names if n.endswith(("_metric", "_age_seconds", "_created"))}
         alias = {"model": world.model, "alias": "challenger"}
         assert value(text, "mlflow_model_alias_version", **alias) == 2
         status, body = get(f"{exporter.url}/healthz")
@@ -265,7 +277,7 @@ def _assert_latest_runs_exported(text: str, experiment: str, newest: list[Run]) 
     for name, run in latest.items():
         labels = {"experiment": experiment, "run_name": name}
         for key, expected in run.data.metrics.items():
-            assert value(text, "mlflow_run_metric", **labels, metric=key) == expected
+            assert value(text, f"mlflow_run_{unit_name(key)}", **labels) == expected
         assert value(text, "mlflow_run_start_timestamp_seconds", **labels) == (
             run.info.start_time / 1000
         )
@@ -307,16 +319,20 @@ def test_more_runs_than_the_cap_read_only_the_newest_and_scrapes_cost_nothing(
 
     # experiments, three pages of runs (50 + 50 + 20), registered models
     text = refresh(1 + 3 + 1)
-    assert value(text, "mlflow_exporter_run_cap_reached") == 1
-    assert value(text, "mlflow_exporter_run_window") == window
-    assert value(text, "mlflow_exporter_runs_read") == window
+    assert value(text, "wine_exporter_run_cap_reached") == 1
+    assert value(text, "wine_exporter_run_window") == window
+    assert value(text, "wine_exporter_last_refresh_runs") == window
     counts = {
         status: value(text, "mlflow_experiment_runs", experiment=thousand_runs, status=status)
         for status in ("FINISHED", "RUNNING", "FAILED")
     }
     assert counts == {"FINISHED": window, "RUNNING": 0, "FAILED": 0}  # the newest runs' mix
     _assert_latest_runs_exported(text, thousand_runs, _newest(mlflow, experiment_id, window))
-    series = [k for k in samples(text) if k[0] == "mlflow_run_metric"]
+    series = [
+        k
+        for k in samples(text)
+        if k[0].startswith("mlflow_run_") and k[0] != "mlflow_run_start_timestamp_seconds"
+    ]
     assert len(series) == len(FAMILIES) * 3  # bounded by names x metrics, not by runs
     assert promtool_check(text) == ""
 
@@ -335,8 +351,8 @@ def test_more_runs_than_the_cap_read_only_the_newest_and_scrapes_cost_nothing(
     _run(mlflow, experiment_id, "SVC", start + 2000, {"accuracy": 0.1}, None)  # running
     text = refresh(1 + 3 + 1)
     svc_labels = {"experiment": thousand_runs, "run_name": "SVC"}
-    assert value(text, "mlflow_run_metric", **svc_labels, metric="accuracy") == 0.99
-    assert value(text, "mlflow_run_metric", **svc_labels, metric="f1_macro") is None
+    assert value(text, "mlflow_run_accuracy_ratio", **svc_labels) == 0.99
+    assert value(text, "mlflow_run_f1_macro_ratio", **svc_labels) is None
     counts = {
         status: value(text, "mlflow_experiment_runs", experiment=thousand_runs, status=status)
         for status in ("FINISHED", "RUNNING", "FAILED")
@@ -379,16 +395,18 @@ def test_outage_serves_the_last_snapshot_and_recovers_by_itself(
         assert value(down, "mlflow_experiment_runs", **runs) == 10  # the last snapshot
         time.sleep(1.0)
         later = exporter.metrics()
-        age = "mlflow_exporter_snapshot_age_seconds"
-        assert (value(later, age) or 0) >= (value(down, age) or 0) + 0.9
-        assert (value(later, "mlflow_exporter_refresh_errors_total") or 0) >= 1
+        success = "wine_exporter_last_refresh_success_timestamp_seconds"
+        last_read = value(down, success) or 0
+        assert value(later, success) == last_read  # the snapshot served is not refreshed
+        assert time.time() - last_read >= 0.9  # so its age, time() - timestamp, grows
+        assert (value(later, "wine_exporter_refresh_errors_total") or 0) >= 1
         status, body = get(f"{exporter.url}/healthz")
         assert status == 200
         assert '"status":"mlflow unreachable"' in body
 
         own_server.start()
         up = exporter.wait_for("mlflow_up", 1)
-        assert (value(up, age) or 99) < 5
+        assert time.time() - (value(up, success) or 0) < 5
         assert value(up, "mlflow_experiment_runs", **runs) == 10
         assert promtool_check(up) == ""
         log = exporter.log()

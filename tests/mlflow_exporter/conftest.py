@@ -44,7 +44,11 @@ def clock() -> Clock:
 
 @pytest.fixture
 def snapshot() -> Snapshot:
-    """Two experiments (one empty), odd names, a NaN metric, a model with two aliases."""
+    """Two experiments (one empty), odd names, a NaN metric, a model with two aliases.
+
+    Metric names carry their unit already, as :func:`~mlflow_exporter.snapshot.build_snapshot`
+    makes them.
+    """
     return Snapshot(
         experiments=(
             ExperimentFacts(
@@ -56,7 +60,9 @@ def snapshot() -> Snapshot:
                 name="wine-classifier",
                 runs_by_status=(("RUNNING", 1), ("FINISHED", 12), ("FAILED", 2)),
                 latest_runs=(
-                    LatestRun("RandomForestClassifier", 1_699_999_000.0, (("accuracy", 0.97),)),
+                    LatestRun(
+                        "RandomForestClassifier", 1_699_999_000.0, (("accuracy_ratio", 0.97),)
+                    ),
                     LatestRun('odd "name" \\ é', None, (("log_loss", math.nan),)),
                     LatestRun("no-metrics", 1_699_999_500.0, ()),
                 ),
@@ -67,8 +73,13 @@ def snapshot() -> Snapshot:
                 name="wine-classifier",
                 versions=6,
                 aliases=(
-                    AliasFacts("challenger", "6", "run6", (("accuracy", 0.9),)),
-                    AliasFacts("champion", "4", "run4", (("accuracy", 0.98), ("f1_macro", 0.97))),
+                    AliasFacts("challenger", "6", "run6", (("accuracy_ratio", 0.9),)),
+                    AliasFacts(
+                        "champion",
+                        "4",
+                        "run4",
+                        (("accuracy_ratio", 0.98), ("f1_macro_ratio", 0.97)),
+                    ),
                 ),
             ),
         ),

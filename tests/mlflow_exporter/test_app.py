@@ -17,11 +17,8 @@ from tests.mlflow_exporter.support import value
 from wine_mlops.settings import DEFAULT_MIN_ACCURACY
 from wine_mlops.waiting import wait_until
 
-ACCURACY = {
-    "experiment": "wine-classifier",
-    "run_name": "RandomForestClassifier",
-    "metric": "accuracy",
-}
+ACCURACY = {"experiment": "wine-classifier", "run_name": "RandomForestClassifier"}
+SUCCESS = "wine_exporter_last_refresh_success_timestamp_seconds"
 
 
 def app_for(source: ScriptedSource, clock: Clock, **settings: float) -> tuple[Flask, Refresher]:
@@ -50,7 +47,7 @@ def test_scrapes_render_the_snapshot_without_reading_the_source(
     for _ in range(50):
         text = scrape(app)
     assert source.reads == 1
-    assert value(text, "mlflow_run_metric", **ACCURACY) == 0.97
+    assert value(text, "mlflow_run_accuracy_ratio", **ACCURACY) == 0.97
     assert value(text, "mlflow_up") == 1
 
 
@@ -69,10 +66,10 @@ def test_mlflow_outage_keeps_the_last_snapshot_and_recovery_is_automatic(
     refresher.refresh_once()
     second = scrape(app)
     assert value(second, "mlflow_up") == 0
-    assert value(second, "mlflow_run_metric", **ACCURACY) == 0.97
-    assert value(second, "mlflow_exporter_refresh_errors_total") == 2
-    assert value(first, "mlflow_exporter_snapshot_age_seconds") == 15
-    assert value(second, "mlflow_exporter_snapshot_age_seconds") == 30
+    assert value(second, "mlflow_run_accuracy_ratio", **ACCURACY) == 0.97
+    assert value(second, "wine_exporter_refresh_errors_total") == 2
+    assert value(first, SUCCESS) == clock.now - 30  # the first refresh's snapshot stays
+    assert value(second, SUCCESS) == clock.now - 30
     health = app.test_client().get("/healthz")
     assert health.status_code == 200  # the exporter itself is fine
     assert health.json is not None
@@ -84,7 +81,7 @@ def test_mlflow_outage_keeps_the_last_snapshot_and_recovery_is_automatic(
     refresher.refresh_once()
     recovered = scrape(app)
     assert value(recovered, "mlflow_up") == 1
-    assert value(recovered, "mlflow_exporter_snapshot_age_seconds") == 0
+    assert value(recovered, SUCCESS) == clock.now
     assert app.test_client().get("/healthz").json == {
         **health.json,
         "status": "ok",
@@ -101,7 +98,7 @@ def test_before_the_first_refresh_metrics_answer_and_health_says_starting(clock:
     app, _ = app_for(ScriptedSource(RuntimeError("never read")), clock)
     text = scrape(app)
     assert value(text, "mlflow_up") == 0
-    assert "mlflow_run_metric" not in text
+    assert "mlflow_run_" not in text
     health = app.test_client().get("/healthz")
     assert health.status_code == 200
     assert health.json is not None
@@ -182,8 +179,8 @@ def test_the_accuracy_floor_is_published_from_wine_min_accuracy(
         start_refresher=False,
     )
     text = scrape(app)  # also before MLflow was ever read: the alert compares with it
-    assert value(text, "wine_champion_accuracy_floor") == floor
-    assert "# TYPE wine_champion_accuracy_floor gauge" in text
+    assert value(text, "wine_champion_accuracy_floor_ratio") == floor
+    assert "# TYPE wine_champion_accuracy_floor_ratio gauge" in text
 
 
 def forest_accuracy(text: str) -> list[str]:
@@ -191,9 +188,8 @@ def forest_accuracy(text: str) -> list[str]:
     return [
         line.rsplit(" ", 1)[1]
         for line in text.splitlines()
-        if line.startswith("mlflow_run_metric{")
+        if line.startswith("mlflow_run_accuracy_ratio{")
         and 'run_name="RandomForestClassifier"' in line
-        and 'metric="accuracy"' in line
     ]
 
 
@@ -206,7 +202,9 @@ def test_each_scrape_shows_the_latest_snapshot_in_either_format(
             replace(
                 snapshot.experiments[1],
                 latest_runs=(
-                    LatestRun("RandomForestClassifier", 1_700_000_000.0, (("accuracy", 0.99),)),
+                    LatestRun(
+                        "RandomForestClassifier", 1_700_000_000.0, (("accuracy_ratio", 0.99),)
+                    ),
                 ),
             ),
         ),
@@ -214,15 +212,16 @@ def test_each_scrape_shows_the_latest_snapshot_in_either_format(
     app, refresher = app_for(ScriptedSource(snapshot, newer), clock)
     openmetrics = {"Accept": "application/openmetrics-text; version=1.0.0"}
     refresher.refresh_once()
-    assert value(scrape(app), "mlflow_run_metric", **ACCURACY) == 0.97
+    assert value(scrape(app), "mlflow_run_accuracy_ratio", **ACCURACY) == 0.97
     first = app.test_client().get("/metrics", headers=openmetrics).get_data(as_text=True)
     assert forest_accuracy(first) == ["0.97"]
     clock.now += 15
     refresher.refresh_once()
-    assert value(scrape(app), "mlflow_run_metric", **ACCURACY) == 0.99
-    assert value(scrape(app), "mlflow_exporter_snapshot_age_seconds") == 0
+    assert value(scrape(app), "mlflow_run_accuracy_ratio", **ACCURACY) == 0.99
+    assert value(scrape(app), SUCCESS) == clock.now
     clock.now += 7
-    assert value(scrape(app), "mlflow_exporter_snapshot_age_seconds") == 7  # live, not cached
+    refresher.refresh_once()
+    assert value(scrape(app), SUCCESS) == clock.now  # live, not cached with the snapshot
     second = app.test_client().get("/metrics", headers=openmetrics).get_data(as_text=True)
     assert forest_accuracy(second) == ["0.99"]
     assert second.count("# EOF") == 1

@@ -14,20 +14,23 @@ from tests.mlflow_exporter.support import promtool_check, samples
 
 
 def registry_for(state: ExporterState, clock: Clock) -> CollectorRegistry:
-    return build_registry(lambda: state, clock)
+    return build_registry(lambda: state)
 
 
-def test_runs_are_rendered_per_experiment_run_name_and_metric(
+def test_runs_are_rendered_one_metric_name_per_key_with_its_unit(
     snapshot: Snapshot, clock: Clock
 ) -> None:
     state = ExporterState(snapshot=snapshot, up=True, last_success=clock.now, refreshes=1)
     registry = registry_for(state, clock)
     wine = {"experiment": "wine-classifier"}
     forest = {**wine, "run_name": "RandomForestClassifier"}
-    assert registry.get_sample_value("mlflow_run_metric", {**forest, "metric": "accuracy"}) == 0.97
+    assert registry.get_sample_value("mlflow_run_accuracy_ratio", forest) == 0.97
     assert registry.get_sample_value("mlflow_run_start_timestamp_seconds", forest) == 1_699_999_000
-    odd = {**wine, "run_name": 'odd "name" \\ é', "metric": "log_loss"}
-    assert math.isnan(registry.get_sample_value("mlflow_run_metric", odd) or 0.0)
+    odd = {**wine, "run_name": 'odd "name" \\ é'}
+    assert math.isnan(registry.get_sample_value("mlflow_run_log_loss", odd) or 0.0)
+    text = generate_latest(registry).decode()
+    assert "# HELP mlflow_run_accuracy_ratio MLflow metric 'accuracy' of the latest" in text
+    assert "(a ratio from 0 to 1)" in text
     assert registry.get_sample_value("mlflow_experiment_runs", {**wine, "status": "FAILED"}) == 2
     assert (
         registry.get_sample_value(
@@ -45,12 +48,17 @@ def test_registry_aliases_versions_and_champion_metrics(snapshot: Snapshot, cloc
     assert (
         registry.get_sample_value("mlflow_model_alias_version", {**model, "alias": "champion"}) == 4
     )
-    champion_accuracy = {**model, "alias": "champion", "metric": "accuracy"}
-    assert registry.get_sample_value("mlflow_model_alias_metric", champion_accuracy) == 0.98
+    champion = {**model, "alias": "champion"}
+    assert registry.get_sample_value("mlflow_model_alias_accuracy_ratio", champion) == 0.98
+    assert registry.get_sample_value("mlflow_model_alias_f1_macro_ratio", champion) == 0.97
+    challenger = {**model, "alias": "challenger"}
+    assert registry.get_sample_value("mlflow_model_alias_f1_macro_ratio", challenger) is None
     assert registry.get_sample_value("mlflow_model_versions", model) == 6
 
 
-def test_exporter_reports_its_own_state_and_the_age_grows(snapshot: Snapshot, clock: Clock) -> None:
+def test_exporter_reports_its_own_state_and_when_the_snapshot_was_read(
+    snapshot: Snapshot, clock: Clock
+) -> None:
     state = ExporterState(
         snapshot=snapshot,
         up=False,
@@ -61,27 +69,31 @@ def test_exporter_reports_its_own_state_and_the_age_grows(snapshot: Snapshot, cl
     )
     registry = registry_for(state, clock)
     assert registry.get_sample_value("mlflow_up") == 0
-    assert registry.get_sample_value("mlflow_exporter_snapshot_age_seconds") == 30
-    clock.now += 15
-    assert registry.get_sample_value("mlflow_exporter_snapshot_age_seconds") == 45
-    assert registry.get_sample_value("mlflow_exporter_refreshes_total") == 10
-    assert registry.get_sample_value("mlflow_exporter_refresh_errors_total") == 3
-    assert registry.get_sample_value("mlflow_exporter_refresh_duration_seconds") == 0.25
-    assert registry.get_sample_value("mlflow_exporter_refresh_requests") == 4
-    assert registry.get_sample_value("mlflow_exporter_dropped_items", {"kind": "run_names"}) == 2
-    assert registry.get_sample_value("mlflow_exporter_dropped_items", {"kind": "models"}) == 0
+    success = "wine_exporter_last_refresh_success_timestamp_seconds"
+    assert registry.get_sample_value(success) == clock.now - 30
+    clock.now += 15  # a timestamp does not move with the clock: PromQL computes the age
+    assert registry.get_sample_value(success) == clock.now - 45
+    assert registry.get_sample_value("wine_exporter_refreshes_total") == 10
+    assert registry.get_sample_value("wine_exporter_refresh_errors_total") == 3
+    assert registry.get_sample_value("wine_exporter_last_refresh_duration_seconds") == 0.25
+    assert registry.get_sample_value("wine_exporter_last_refresh_requests") == 4
+    assert registry.get_sample_value("wine_exporter_last_refresh_runs") == 15
+    assert registry.get_sample_value("wine_exporter_dropped_items", {"kind": "run_names"}) == 2
+    assert registry.get_sample_value("wine_exporter_dropped_items", {"kind": "models"}) == 0
+    unknown = {"kind": "unknown_metrics"}
+    assert registry.get_sample_value("wine_exporter_dropped_items", unknown) == 0
     # the last snapshot is still served while MLflow is unreachable
     forest = {"experiment": "wine-classifier", "run_name": "RandomForestClassifier"}
-    assert registry.get_sample_value("mlflow_run_metric", {**forest, "metric": "accuracy"}) == 0.97
+    assert registry.get_sample_value("mlflow_run_accuracy_ratio", forest) == 0.97
 
 
 def test_before_the_first_refresh_only_the_exporter_metrics_show(clock: Clock) -> None:
     registry = registry_for(ExporterState(), clock)
     text = generate_latest(registry).decode()
     assert registry.get_sample_value("mlflow_up") == 0
-    assert registry.get_sample_value("mlflow_exporter_last_refresh_success_timestamp_seconds") == 0
-    assert "mlflow_exporter_snapshot_age_seconds" not in text
-    assert "mlflow_run_metric" not in text
+    assert registry.get_sample_value("wine_exporter_last_refresh_success_timestamp_seconds") == 0
+    assert "mlflow_run_" not in text
+    assert "mlflow_model_" not in text
     assert promtool_check(text) == ""
 
 
@@ -91,15 +103,18 @@ def test_exposition_is_valid_with_help_and_type_and_no_duplicates(
     state = ExporterState(snapshot=snapshot, up=True, last_success=clock.now, refreshes=1)
     text = generate_latest(registry_for(state, clock)).decode()
     for name in (
-        "mlflow_run_metric",
+        "mlflow_run_accuracy_ratio",
+        "mlflow_run_log_loss",
         "mlflow_experiment_runs",
         "mlflow_model_alias_info",
+        "mlflow_model_alias_accuracy_ratio",
         "mlflow_up",
-        "mlflow_exporter_refresh_errors_total",
+        "wine_exporter_refresh_errors_total",
     ):
         assert f"# HELP {name} " in text
         assert f"# TYPE {name} " in text
     assert samples(text)  # parses, and no series appears twice
+    assert "_created" not in text
     assert promtool_check(text) == ""
 
 

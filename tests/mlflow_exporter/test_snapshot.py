@@ -1,4 +1,4 @@
-"""Building the snapshot: which run wins, label hygiene, cardinality caps."""
+"""Building the snapshot: which run wins, label hygiene, metric units, cardinality caps."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from mlflow_exporter.snapshot import (
     metric_label,
     text_label,
 )
+from mlflow_exporter.units import unit_name
+from model_training.evaluation import CANDIDATE_METRICS
 
 WINE = ExperimentRecord("1", "wine-classifier")
 
@@ -46,7 +48,7 @@ def test_latest_finished_run_of_each_name_wins_and_names_never_repeat() -> None:
     (experiment,) = snapshot.experiments
     latest = {r.run_name: r for r in experiment.latest_runs}
     assert list(latest) == ["KNeighborsClassifier", "SVC"]
-    assert latest["SVC"].metrics == (("accuracy", 0.95),)
+    assert latest["SVC"].metrics == (("accuracy_ratio", 0.95),)
     assert latest["SVC"].start_time_seconds == 3.0
     assert dict(experiment.runs_by_status) == {
         "RUNNING": 1,
@@ -70,16 +72,46 @@ def test_empty_experiment_and_run_without_metrics_are_reported() -> None:
 def test_metric_keys_are_sanitised_and_colliding_keys_give_one_series() -> None:
     snapshot = build_snapshot(
         [WINE],
-        [with_metrics("a", "SVC", 1, {"val/loss": 1.0, "val.loss": 2.0, "top-1 acc": math.nan})],
+        [
+            with_metrics(
+                "a",
+                "SVC",
+                1,
+                {"fit/time_seconds": 1.0, "fit.time_seconds": 2.0, "F1-macro": math.nan},
+            )
+        ],
         [],
         {},
         Limits(),
     )
     metrics = dict(snapshot.experiments[0].latest_runs[0].metrics)
-    assert set(metrics) == {"val_loss", "top_1_acc"}
-    assert metrics["val_loss"] == 2.0  # "val.loss" sorts before "val/loss"
-    assert math.isnan(metrics["top_1_acc"])
+    assert set(metrics) == {"fit_time_seconds", "f1_macro_ratio"}
+    assert metrics["fit_time_seconds"] == 2.0  # "fit.time…" sorts before "fit/time…"
+    assert math.isnan(metrics["f1_macro_ratio"])
     assert dict(snapshot.dropped) == {"metrics": 1}
+
+
+def test_every_metric_the_training_logs_gets_a_name_with_its_unit() -> None:
+    names = {key: unit_name(key) for key in CANDIDATE_METRICS}
+    assert names["accuracy"] == "accuracy_ratio"
+    assert names["f1_weighted"] == "f1_weighted_ratio"
+    assert names["roc_auc_ovr"] == "roc_auc_ovr_ratio"
+    assert names["cv_accuracy_std"] == "cv_accuracy_std_ratio"
+    assert names["log_loss"] == "log_loss"
+    assert names["fit_time_seconds"] == "fit_time_seconds"
+    assert names["predict_time_per_row_seconds"] == "predict_time_per_row_seconds"
+    assert None not in names.values()
+    # the session run logs the best candidate's and the champion's with a prefix
+    assert unit_name("best_accuracy") == "best_accuracy_ratio"
+    assert unit_name("champion_log_loss") == "champion_log_loss"
+
+
+def test_metric_keys_without_a_known_unit_are_left_out_and_counted() -> None:
+    keys = {"mse": 1.0, "val_loss": 2.0, "accuracy": 0.9, "start_timestamp_seconds": 3.0}
+    snapshot = build_snapshot([WINE], [with_metrics("a", "SVC", 1, keys)], [], {}, Limits())
+    assert snapshot.experiments[0].latest_runs[0].metrics == (("accuracy_ratio", 0.9),)
+    # start_timestamp_seconds would collide with mlflow_run_start_timestamp_seconds
+    assert dict(snapshot.dropped) == {"unknown_metrics": 3}
 
 
 def test_odd_names_become_safe_label_values() -> None:
@@ -100,13 +132,15 @@ def test_time_stamped_run_names_collapse_into_one_series() -> None:
     )
     (latest,) = snapshot.experiments[0].latest_runs
     assert latest.run_name == "training-session"
-    assert latest.metrics == (("best_accuracy", 0.97),)
+    assert latest.metrics == (("best_accuracy_ratio", 0.97),)
 
 
 def test_caps_bound_the_series_and_count_what_they_drop() -> None:
     experiments = [ExperimentRecord(str(i), f"exp-{i}") for i in range(5)]
     runs = [
-        with_metrics(f"r{i}", f"name-{i}", i, {f"m{j}": j for j in range(10)}, experiment="0")
+        with_metrics(
+            f"r{i}", f"name-{i}", i, {f"m{j}_seconds": j for j in range(10)}, experiment="0"
+        )
         for i in range(30)
     ]
     models = [ModelRecord(f"model-{i}", {}, {}) for i in range(4)]
@@ -139,6 +173,6 @@ def test_aliases_carry_version_run_and_that_runs_metrics() -> None:
     aliases = {a.alias: a for a in facts.aliases}
     assert aliases["champion"].version == "1"
     assert aliases["champion"].run_id == "r1"
-    assert aliases["champion"].metrics == (("accuracy", 0.98),)
+    assert aliases["champion"].metrics == (("accuracy_ratio", 0.98),)
     assert aliases["challenger"].run_id == ""
     assert aliases["challenger"].metrics == ()

@@ -141,7 +141,7 @@ def test_panel_queries_are_extracted_with_variables_substituted() -> None:
     found = panel_queries()
     assert len(found) >= 30
     variable = next(q for q in found if q.panel == "variable experiment")
-    assert variable.expr == "count by (experiment) (mlflow_run_metric)"
+    assert variable.expr == "count by (experiment) (mlflow_run_start_timestamp_seconds)"
     rate = next(q for q in found if q.panel == "Requests per second by status")
     assert "$__rate_interval" in rate.expr
     assert "$" not in substitute(rate.expr)

@@ -17,3 +17,5 @@ def test_the_exporter_publishes_mlflow_metric_families(deployment: Deployment) -
     assert response.status_code == 200
     typed = [line for line in response.text.splitlines() if line.startswith("# TYPE mlflow_")]
     assert typed, "GET /metrics has no '# TYPE mlflow_…' line"
+    freshness = "wine_exporter_last_refresh_success_timestamp_seconds"
+    assert f"# TYPE {freshness} gauge" in response.text, f"GET /metrics has no {freshness}"
