@@ -124,7 +124,8 @@ urls: ## Print the URLs of the running stack
 	@echo "Prediction form:    http://$$($(COMPOSE) port prediction-api 7654)/  (API docs: /docs)"
 	@echo "MLflow exporter:    http://$$($(COMPOSE) port mlflow-exporter 8000)/metrics"
 	@echo "Prometheus:         http://$$($(COMPOSE) port prometheus 9090)"
-	@if [ "$(AIRGAP)" != 1 ]; then echo "Grafana:            http://$$($(COMPOSE) port grafana 3000)  (user admin)"; fi
+	@if grafana="$$($(COMPOSE) port grafana 3000 2>/dev/null)"; then echo "Grafana:            http://$$grafana  (user admin)"; \
+	 else echo "Grafana:            not running (never with AIRGAP=1)"; fi
 
 down: ## Stop the stack; keeps the database, artifacts and dashboards
 	$(COMPOSE) down
