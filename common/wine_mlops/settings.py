@@ -40,8 +40,8 @@ CommaSeparated = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_com
 
 
 #: The stack's accuracy floor (``WINE_MIN_ACCURACY``): training never promotes a model below it
-#: to champion, and the exporter publishes it (``wine_champion_accuracy_floor``) for the alert
-#: on the champion's accuracy. The one place this number is written.
+#: to champion, and the exporter publishes it (``wine_champion_accuracy_floor_ratio``) for the
+#: alert on the champion's accuracy. The one place this number is written.
 DEFAULT_MIN_ACCURACY = 0.9
 
 
