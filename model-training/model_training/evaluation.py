@@ -31,6 +31,14 @@ CANDIDATE_METRICS: tuple[str, ...] = (
     "fit_time_seconds", "predict_time_per_row_seconds",
 )  # fmt: skip
 
+#: The ONNX parity figures every candidate's run carries besides (logged by the session once
+#: the fitted candidate is converted, see :mod:`model_training.onnx_export`): the largest
+#: difference between an ONNX probability and scikit-learn's on the whole data set, and the
+#: number of rows whose label differs. Not test metrics, so not in :data:`CANDIDATE_METRICS`.
+ONNX_DIFF_METRIC = "onnx_max_abs_diff"
+ONNX_MISMATCH_METRIC = "onnx_label_mismatches"
+ONNX_PARITY_METRICS: tuple[str, ...] = (ONNX_DIFF_METRIC, ONNX_MISMATCH_METRIC)
+
 
 @dataclass(frozen=True)
 class Split:

@@ -23,16 +23,28 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from sklearn.model_selection import train_test_split
 
-from model_training import artifacts, interruption
+from model_training import artifacts, interruption, onnx_export
 from model_training.candidates import build_candidates, model_params
 from model_training.data import Dataset
-from model_training.evaluation import Evaluation, Split, evaluate, score_on_test_set
+from model_training.evaluation import (
+    ONNX_DIFF_METRIC,
+    ONNX_MISMATCH_METRIC,
+    Evaluation,
+    Split,
+    evaluate,
+    score_on_test_set,
+)
 from model_training.interruption import TrainingInterrupted
 from model_training.promotion import Decision, decide
 from model_training.promotion_lock import PromotionLock
 from model_training.settings import TrainingSettings
 from wine_mlops.features import CLASS_IDS, CLASS_NAMES, FEATURE_NAMES, TARGET, class_name
-from wine_mlops.model_files import TRUSTED_TYPES, UnsafeModelError, load_model_version
+from wine_mlops.model_files import (
+    ONNX_MODEL_FILE,
+    TRUSTED_TYPES,
+    UnsafeModelError,
+    load_model_version,
+)
 from wine_mlops.tracking import version_by_alias, wait_for_tracking_server
 from wine_mlops.training_ranges import TRAINING_RANGES_FILE, TrainingRanges
 
@@ -209,14 +221,68 @@ def model_requirements() -> tuple[str, ...]:
     """Pinned packages a logged model needs to load, from this environment.
 
     Given to ``log_model`` so MLflow does not infer them, which costs about 5 s a model
-    (it reloads the model in a subprocess to watch its imports).
+    (it reloads the model in a subprocess to watch its imports). The ONNX file logged among
+    the model's extra files needs none of them, and loading the sklearn flavor does not need
+    skl2onnx, onnx or onnxruntime: whoever serves the ONNX file brings onnxruntime itself.
     """
     packages = ("scikit-learn", "skops", "numpy", "scipy", "pandas")
     return tuple(f"{name}=={importlib.metadata.version(name)}" for name in packages)
 
 
-def _log_candidate(result: Evaluation, split: Split, workdir: Path) -> str:
-    """Logs one fitted candidate in the active (child) run; returns its model URI."""
+@dataclass(frozen=True)
+class OnnxCheck:
+    """The outcome of converting a candidate to ONNX and checking its answers.
+
+    Attributes:
+        path: The ONNX file to log with the model, or None when the candidate failed.
+        parity: The comparison with the estimator, or None when conversion failed.
+        failure: Why the candidate failed (empty when it passed).
+    """
+
+    path: Path | None
+    parity: onnx_export.Parity | None
+    failure: str = ""
+
+
+def _convert_candidate(result: Evaluation, dataset: Dataset, folder: Path) -> OnnxCheck:
+    """Converts a fitted candidate to ONNX and compares its answers on every row of the data.
+
+    Logs ``onnx_max_abs_diff`` and ``onnx_label_mismatches`` (and an ``onnx_parity`` tag) in
+    the active (child) run. The file is written only when the graph answers like the
+    estimator (:data:`model_training.onnx_export.PARITY_TOLERANCE`).
+    """
+    try:
+        graph = onnx_export.to_onnx(result.model)
+    except onnx_export.ConversionError as exc:
+        failure = f"it cannot be converted to ONNX: {exc}"
+        mlflow.set_tag("onnx_parity", f"failed: {failure}"[:500])
+        return OnnxCheck(None, None, failure)
+    parity = onnx_export.check_parity(graph, result.model, dataset.features)
+    mlflow.log_metrics(
+        {ONNX_DIFF_METRIC: parity.max_abs_diff, ONNX_MISMATCH_METRIC: parity.label_mismatches}
+    )
+    if not parity.passed:
+        failure = (
+            f"its ONNX model answers differently from scikit-learn on the {parity.rows} rows "
+            f"of the data set ({parity.failure()})"
+        )
+        mlflow.set_tag("onnx_parity", f"failed: {failure}"[:500])
+        return OnnxCheck(None, parity, failure)
+    mlflow.set_tag("onnx_parity", "passed")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ONNX_MODEL_FILE
+    path.write_bytes(graph)
+    return OnnxCheck(path, parity)
+
+
+def _log_candidate(
+    result: Evaluation, split: Split, workdir: Path, onnx_file: Path | None = None
+) -> str:
+    """Logs one fitted candidate in the active (child) run; returns its model URI.
+
+    The model's extra files are its training ranges and, when it passed the parity check,
+    its ONNX file (``extra_files/model.onnx``).
+    """
     mlflow.log_params(model_params(result.model))
     mlflow.log_metrics(result.metrics)
     cm_path = artifacts.save_confusion_matrix(
@@ -261,7 +327,10 @@ def _log_candidate(result: Evaluation, split: Split, workdir: Path) -> str:
         input_example=split.x_test.head(3),
         skops_trusted_types=list(TRUSTED_TYPES),
         pip_requirements=list(model_requirements()),
-        extra_files=[str(write_training_ranges(split, workdir / result.name))],
+        extra_files=[
+            str(write_training_ranges(split, workdir / result.name)),
+            *([str(onnx_file)] if onnx_file is not None else []),
+        ],
     )
     return info.model_uri
 
@@ -466,6 +535,11 @@ def run_session(dataset: Dataset, settings: TrainingSettings) -> SessionResult:
                 "Check that MLflow's artifact store has free space (volume mlflow-artifacts) "
                 "and its database is up, then train again"
             ) from exc
+        if not results:
+            raise SessionFailedError(
+                "no candidate passed the ONNX parity check (see the lines above); nothing "
+                f"was registered and {_unchanged_champion(client, settings)}"
+            )
         best, best_uri = max(results, key=lambda pair: pair[0].rank_key)
         log.info("best candidate of this session: %s", best.name)
         version, decision = _register_and_promote(
@@ -504,7 +578,9 @@ def _train_candidates(
 
     The nested runs name the experiment too: without it MLflow would start them in its
     active experiment, which this job never sets. Each logs the session's dataset as its
-    input (the same entity as the parent's, so one digest).
+    input (the same entity as the parent's, so one digest). Each is converted to ONNX and
+    checked on every row of the dataset (:func:`_convert_candidate`); one that fails is
+    logged (without an ONNX file) but left out of the result, so it is never registered.
     """
     results: list[tuple[Evaluation, str]] = []
     for position, (name, estimator) in enumerate(estimators.items(), start=1):
@@ -513,11 +589,12 @@ def _train_candidates(
             mlflow.set_tags({"model_family": name, "dataset_digest": dataset.digest} | source)
             _log_input(wine)
             result = evaluate(name, estimator, split, settings.cv_folds, settings.seed)
-            uri = _log_candidate(result, split, workdir)
-        results.append((result, uri))
+            check = _convert_candidate(result, dataset, workdir / name)
+            uri = _log_candidate(result, split, workdir, check.path)
         m = result.metrics
         log.info(
-            "[%d/%d] %s: accuracy=%.4f f1_macro=%.4f log_loss=%.4f cv=%.4f±%.4f",
+            "[%d/%d] %s: accuracy=%.4f f1_macro=%.4f log_loss=%.4f cv=%.4f±%.4f "
+            "onnx_max_abs_diff=%s",
             position,
             len(estimators),
             name,
@@ -526,7 +603,14 @@ def _train_candidates(
             m["log_loss"],
             m["cv_accuracy_mean"],
             m["cv_accuracy_std"],
+            f"{check.parity.max_abs_diff:.1e}" if check.parity is not None else "none",
         )
+        if check.failure:
+            log.warning(
+                "[%d/%d] %s is not registered: %s", position, len(estimators), name, check.failure
+            )
+            continue
+        results.append((result, uri))
     return results
 
 
