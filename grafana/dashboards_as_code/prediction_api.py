@@ -111,8 +111,15 @@ def build() -> dashboard_builder.Dashboard:
             "rejected as invalid (4xx: alert above 25%), over 5 minutes.",
             query("job:wine_api_request_errors:ratio_rate5m", "server errors (5xx)"),
             query("job:wine_api_request_client_errors:ratio_rate5m", "client errors (4xx)"),
-            size=(24, 8),
+            size=(12, 8),
             unit="percentunit",
+        ),
+        time_series(
+            "Requests in progress",
+            "Requests the API is answering at the moment of each scrape (scrapes of /metrics "
+            "not counted): a queue building up shows here before it shows in the latency.",
+            query(f"sum by (instance) (wine_api_requests_in_progress{{{API}}})", "{{instance}}"),
+            size=(12, 8),
         ),
     ]
     latency = [

@@ -97,6 +97,7 @@ def test_dashboards_answer_the_issue_questions() -> None:
     assert {
         "Requests per second by status",
         "Error ratio",
+        "Requests in progress",
         "Latency p50 / p90 / p99",
         "Share of requests under 100 ms",
         "Predictions per cultivar",
