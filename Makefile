@@ -65,7 +65,7 @@ $(BIN)/.installed: pyproject.toml $(PACKAGES:%=%/pyproject.toml) requirements.lo
 	$(BIN)/pip check
 	touch $@
 
-install: $(BIN)/.installed ## Create .venv with the pinned dependencies (dev tools included)
+install: $(BIN)/.installed ## Create .venv with the pinned dependencies, dev tools included (needs Python 3.11: PYTHON=python3.11)
 
 # uv keeps the pins of the existing lockfile that still resolve. The lockfile never names a
 # package index: index options are dropped, and any address left fails the target. The
@@ -107,7 +107,7 @@ airgap-images: ## Build local stand-ins for the upstream base images from Debian
 build: env $(AIRGAP_DEPS) ## Build the images
 	$(COMPOSE) build
 
-up: build ## Build, start, wait until healthy, train, print the URLs
+up: build ## Build, start, wait until healthy, train, print the URLs (AIRGAP=1 without a registry)
 	$(MAKE) --no-print-directory deploy train-stack serve urls
 
 train-stack: env ## Run the training container against the stack's MLflow
@@ -130,7 +130,7 @@ urls: ## Print the URLs of the running stack
 down: ## Stop the stack; keeps the database, artifacts and dashboards
 	$(COMPOSE) down
 
-destroy-data: ## Stop the stack AND delete its volumes (database, artifacts): irreversible
+destroy-data: ## Stop the stack AND delete its volumes (database, artifacts, metrics, Grafana): irreversible
 	$(COMPOSE) down --volumes --remove-orphans
 
 # Backups (tools/backup.py): one archive of the databases, artifacts and Grafana's data.
