@@ -152,7 +152,7 @@ def _compose_public_url(service: str, port: int) -> str | None:
 
 
 def _from_compose() -> tuple[Deployment, dict[str, str]]:
-    project = os.environ.get("COMPOSE_PROJECT_NAME") or "the compose project of this folder"
+    project = os.environ.get("COMPOSE_PROJECT_NAME") or "wine-mlops"
     listed = _compose("ps", "--all", "--services")
     if listed.returncode != 0:
         pytest.fail(f"docker compose cannot list the services of {project}: {listed.stderr}")
