@@ -6,29 +6,15 @@ import logging
 import sys
 from typing import Any
 
-from gunicorn.app.base import BaseApplication
-from gunicorn.glogging import Logger
-
 from mlflow_exporter.settings import ExporterSettings
+from wine_mlops.gunicorn import CodeConfiguredServer
 from wine_mlops.logs import configure_logging
 from wine_mlops.settings import load_settings, use_mlflow_http
 
 log = logging.getLogger("mlflow_exporter")
 
 
-class RootLogger(Logger):
-    """gunicorn's logger, but its lines go through the root logger set up by
-    :func:`~wine_mlops.logs.configure_logging`, in the stack's one format."""
-
-    def setup(self, cfg: Any) -> None:
-        """Lets gunicorn configure itself, then hands its records to the root logger."""
-        super().setup(cfg)
-        for logger in (self.error_log, self.access_log):
-            logger.handlers.clear()
-            logger.propagate = True
-
-
-class ExporterServer(BaseApplication):
+class ExporterServer(CodeConfiguredServer):
     """gunicorn configured in code; the app is built in the worker, after the fork.
 
     One worker keeps one refresher (and one snapshot); the ``gthread`` worker's threads
@@ -40,7 +26,7 @@ class ExporterServer(BaseApplication):
 
     def __init__(self, settings: ExporterSettings) -> None:
         self._settings = settings
-        super().__init__()
+        super().__init__(self.gunicorn_options(), self.build_app)
 
     def gunicorn_options(self) -> dict[str, Any]:
         """The gunicorn settings derived from the exporter settings."""
@@ -53,18 +39,10 @@ class ExporterServer(BaseApplication):
             "graceful_timeout": 10,
             "keepalive": 5,
             "loglevel": self._settings.log_level.lower(),
-            "accesslog": None,
-            "errorlog": "-",
-            "logger_class": RootLogger,
             "proc_name": "mlflow-exporter",
         }
 
-    def load_config(self) -> None:
-        """Copies :meth:`gunicorn_options` into gunicorn's configuration."""
-        for key, value in self.gunicorn_options().items():
-            self.cfg.set(key, value)
-
-    def load(self) -> Any:
+    def build_app(self) -> Any:
         """Builds the application (and starts its refresher) in the worker process."""
         from mlflow_exporter.app import create_app
 
