@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 import requests
 from mlflow.data.pandas_dataset import PandasDataset, from_pandas
 from mlflow.entities import Run, RunStatus
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
@@ -42,8 +44,10 @@ from wine_mlops.features import CLASS_IDS, CLASS_NAMES, FEATURE_NAMES, TARGET, c
 from wine_mlops.model_files import (
     ONNX_MODEL_FILE,
     TRUSTED_TYPES,
+    ModelFiles,
     UnsafeModelError,
     load_model_version,
+    load_version_files,
 )
 from wine_mlops.tracking import version_by_alias, wait_for_tracking_server
 from wine_mlops.training_ranges import TRAINING_RANGES_FILE, TrainingRanges
@@ -108,6 +112,12 @@ def version_tags(model_family: str, alias: str, reason: str) -> dict[str, str]:
         reason: Why it got that alias.
     """
     return {"model_family": model_family, "promotion": alias, "promotion_reason": reason}
+
+
+#: The ``promotion`` tag of a champion's ONNX twin (:func:`_give_champion_onnx_twin`).
+ONNX_TWIN_PROMOTION = "onnx-twin"
+#: The tag naming the version an ONNX twin was made from.
+ONNX_TWIN_OF_TAG = "onnx_twin_of"
 
 
 class ChampionRefusedError(RuntimeError):
@@ -244,35 +254,58 @@ class OnnxCheck:
     failure: str = ""
 
 
-def _convert_candidate(result: Evaluation, dataset: Dataset, folder: Path) -> OnnxCheck:
-    """Converts a fitted candidate to ONNX and compares its answers on every row of the data.
+def convert_to_onnx(model: Any, features: pd.DataFrame, folder: Path) -> OnnxCheck:
+    """Converts a fitted estimator to ONNX and compares its answers on every given row.
 
-    Logs ``onnx_max_abs_diff`` and ``onnx_label_mismatches`` (and an ``onnx_parity`` tag) in
-    the active (child) run. The file is written only when the graph answers like the
-    estimator (:data:`model_training.onnx_export.PARITY_TOLERANCE`).
+    Logs nothing: :func:`_convert_candidate` logs the figures of a candidate, and
+    :func:`_give_champion_onnx_twin` those of a champion logged before training wrote ONNX.
+    The file is written only when the graph answers like the estimator
+    (:data:`model_training.onnx_export.PARITY_TOLERANCE`).
+
+    Args:
+        model: The fitted classifier (or pipeline).
+        features: The rows to compare on: the session's whole data set.
+        folder: Where the ONNX file goes (created).
     """
     try:
-        graph = onnx_export.to_onnx(result.model)
+        graph = onnx_export.to_onnx(model)
     except onnx_export.ConversionError as exc:
-        failure = f"it cannot be converted to ONNX: {exc}"
-        mlflow.set_tag("onnx_parity", f"failed: {failure}"[:500])
-        return OnnxCheck(None, None, failure)
-    parity = onnx_export.check_parity(graph, result.model, dataset.features)
-    mlflow.log_metrics(
-        {ONNX_DIFF_METRIC: parity.max_abs_diff, ONNX_MISMATCH_METRIC: parity.label_mismatches}
-    )
+        return OnnxCheck(None, None, f"it cannot be converted to ONNX: {exc}")
+    parity = onnx_export.check_parity(graph, model, features)
     if not parity.passed:
-        failure = (
+        return OnnxCheck(
+            None,
+            parity,
             f"its ONNX model answers differently from scikit-learn on the {parity.rows} rows "
-            f"of the data set ({parity.failure()})"
+            f"of the data set ({parity.failure()})",
         )
-        mlflow.set_tag("onnx_parity", f"failed: {failure}"[:500])
-        return OnnxCheck(None, parity, failure)
-    mlflow.set_tag("onnx_parity", "passed")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / ONNX_MODEL_FILE
     path.write_bytes(graph)
     return OnnxCheck(path, parity)
+
+
+def _log_parity(check: OnnxCheck) -> None:
+    """Logs a check's figures and outcome in the active run (``onnx_parity`` tag)."""
+    if check.parity is not None:
+        mlflow.log_metrics(
+            {
+                ONNX_DIFF_METRIC: check.parity.max_abs_diff,
+                ONNX_MISMATCH_METRIC: check.parity.label_mismatches,
+            }
+        )
+    mlflow.set_tag("onnx_parity", f"failed: {check.failure}"[:500] if check.failure else "passed")
+
+
+def _convert_candidate(result: Evaluation, dataset: Dataset, folder: Path) -> OnnxCheck:
+    """Converts a fitted candidate to ONNX and compares its answers on every row of the data.
+
+    Logs ``onnx_max_abs_diff`` and ``onnx_label_mismatches`` (and an ``onnx_parity`` tag) in
+    the active (child) run (:func:`convert_to_onnx`, :func:`_log_parity`).
+    """
+    check = convert_to_onnx(result.model, dataset.features, folder)
+    _log_parity(check)
+    return check
 
 
 def _log_candidate(
@@ -379,6 +412,170 @@ def _champion_metrics(
     except UnsafeModelError as exc:
         raise ChampionRefusedError(settings.model_name, str(version.version), exc) from None
     return version.version, score_on_test_set(model, split.x_test, split.y_test)
+
+
+def _give_champion_onnx_twin(
+    client: MlflowClient,
+    settings: TrainingSettings,
+    lock: PromotionLock,
+    split: Split,
+    dataset: Dataset,
+) -> None:
+    """Gives a champion registered before training wrote ONNX its ONNX twin, and serves it.
+
+    The prediction API serves only versions carrying ``extra_files/model.onnx``; a champion
+    logged by an earlier version of the stack has none, and a session's candidates replace it
+    only when one is at least as good. So, under the promotion lock and before the champion
+    is scored: when the champion has no ONNX model, its estimator (loaded safely) is
+    converted and checked exactly as a candidate is (:func:`convert_to_onnx`, on the
+    session's whole data set), logged again with the ONNX file in the champion's own run
+    (same metrics, params and dataset input), registered as a new version with the old
+    version's tags and description (plus ``promotion=onnx-twin``, ``onnx_twin_of`` and the
+    reason), and ``champion`` moves to it: the same model, with the same scores. The old
+    version stays as it was. One line says what happened.
+
+    Anything that goes wrong here (no converter, answers that differ, MLflow refusing a
+    write) moves nothing: one warning line says that the API cannot serve the champion, and
+    the session goes on comparing its candidates with it. A champion the safe loader refuses
+    is left to :func:`_champion_metrics`, which stops the session as before.
+    """
+    version = version_by_alias(client, settings.model_name, settings.champion_alias)
+    if version is None:
+        return
+    number = str(version.version)
+    label = f"{settings.champion_alias} v{number}"
+    try:
+        files = load_version_files(
+            client, settings.tracking_uri, settings.model_name, number, prefer_onnx=True
+        )
+    except UnsafeModelError:
+        return  # refused: _champion_metrics says why and stops the session
+    except (MlflowException, requests.RequestException, OSError) as exc:
+        log.warning(
+            "could not check whether %s has an ONNX model (%s); this session's candidates "
+            "are compared with it as usual",
+            label,
+            _first_line(exc, 160),
+        )
+        return
+    if files.onnx_model is not None:
+        return
+    with tempfile.TemporaryDirectory(prefix="wine-onnx-twin-") as tmp:
+        folder = Path(tmp)
+        try:
+            check = convert_to_onnx(files.estimator, dataset.features, folder)
+        except Exception as exc:  # onnxruntime refusing the graph, or anything unforeseen
+            check = OnnxCheck(None, None, f"checking its ONNX model failed ({_first_line(exc)})")
+        if check.path is None or check.parity is None:
+            log.warning(
+                "%s has no ONNX model and none could be made (%s): the prediction API cannot "
+                "serve it; this session's candidates are compared with it as usual",
+                label,
+                check.failure,
+            )
+            return
+        try:
+            twin = _register_onnx_twin(
+                client, settings, lock, version, files, check.path, check.parity, split, dataset
+            )
+        except (MlflowException, requests.RequestException, OSError) as exc:
+            log.warning(
+                "%s has no ONNX model and registering its ONNX twin failed (%s): the "
+                "prediction API cannot serve it; this session's candidates are compared with "
+                "it as usual",
+                label,
+                _first_line(exc, 160),
+            )
+            return
+    log.info(
+        "%s has no ONNX model: registered its ONNX twin v%s (max |Δp| %.1e) and moved %s to it",
+        label,
+        twin,
+        check.parity.max_abs_diff,
+        settings.champion_alias,
+    )
+
+
+def _register_onnx_twin(
+    client: MlflowClient,
+    settings: TrainingSettings,
+    lock: PromotionLock,
+    version: ModelVersion,
+    files: ModelFiles,
+    onnx_file: Path,
+    parity: onnx_export.Parity,
+    split: Split,
+    dataset: Dataset,
+) -> str:
+    """Logs the champion's estimator with its ONNX file in its own run, registers it, and
+    moves ``champion`` to it; returns the new version (see :func:`_give_champion_onnx_twin`).
+
+    The run is resumed for the logging and left with its former status and end time.
+    """
+    number = str(version.version)
+    if not version.run_id:
+        raise MlflowException(f"version {number} has no run to log its ONNX twin in")
+    folder = onnx_file.parent
+    if files.training_ranges is not None:
+        ranges = folder / TRAINING_RANGES_FILE
+        ranges.write_text(files.training_ranges.model_dump_json(indent=1), encoding="utf-8")
+        about_ranges = f"Its training ranges are those version {number} carries."
+    else:
+        ranges = write_training_ranges(split, folder)
+        about_ranges = (
+            f"Version {number} carried no training ranges: the ranges logged here are those of "
+            f"the training split of the session that made this twin ({len(split.y_train)} rows "
+            f"of {dataset.source}), not necessarily the rows version {number} was fitted on."
+        )
+    estimator = files.estimator
+    run = client.get_run(version.run_id).info
+    mlflow.start_run(run_id=version.run_id, nested=True)
+    try:
+        _log_parity(OnnxCheck(onnx_file, parity))
+        info = mlflow.sklearn.log_model(
+            estimator,
+            name="model",
+            signature=infer_signature(split.x_test, estimator.predict(split.x_test)),
+            input_example=split.x_test.head(3),
+            skops_trusted_types=list(TRUSTED_TYPES),
+            pip_requirements=list(model_requirements()),
+            extra_files=[str(ranges), str(onnx_file)],
+        )
+    finally:
+        mlflow.end_run(run.status)
+        # the run was resumed, not rerun: it keeps its status and end time
+        client.set_terminated(version.run_id, run.status, run.end_time)
+    reason = (
+        f"ONNX twin of v{number}: the same estimator from the same run, logged with an ONNX "
+        f"model that answers like it on the {parity.rows} rows of the data set (labels equal, "
+        f"max |Δp| {parity.max_abs_diff:.1e}); {settings.champion_alias} moved here from "
+        f"v{number}, which the prediction API cannot serve"
+    )
+    before = (version.description or "").strip()
+    description = (
+        (f"{before}\n\n" if before else "")
+        + f"ONNX twin of version {number}: the same estimator and run, logged again with its "
+        f"ONNX model (extra_files/{ONNX_MODEL_FILE}), which answered like it on the "
+        f"{parity.rows} rows of {dataset.source} (labels equal, max |Δp| "
+        f"{parity.max_abs_diff:.1e}). `{settings.champion_alias}` moved here from version "
+        f"{number}, which has no ONNX model for the prediction API. {about_ranges}"
+    )
+    tags = dict(version.tags) | {
+        "promotion": ONNX_TWIN_PROMOTION,
+        "promotion_reason": reason,
+        ONNX_TWIN_OF_TAG: number,
+    }
+    lock.check()
+    with interruption.deferred("registering the champion's ONNX twin"):
+        twin = mlflow.register_model(info.model_uri, settings.model_name, tags=tags)
+        client.set_registered_model_alias(
+            settings.model_name, settings.champion_alias, twin.version
+        )
+    try:
+        client.update_model_version(settings.model_name, twin.version, description=description)
+    except (MlflowException, requests.RequestException) as exc:
+        log.warning("could not write the ONNX twin's description: %s", _first_line(exc, 160))
+    return str(twin.version)
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
@@ -662,6 +859,7 @@ def _register_and_promote(
     )
     lock.acquire()
     try:
+        _give_champion_onnx_twin(client, settings, lock, split, dataset)
         champion_version, champion = _champion_metrics(client, settings, split)
         decision = decide(
             best.metrics, champion, champion_version, min_accuracy=settings.min_accuracy
