@@ -20,6 +20,8 @@ from typing import Any
 import mlflow
 import numpy as np
 import pytest
+from mlflow.data.pandas_dataset import from_pandas
+from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import infer_signature
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
@@ -69,6 +71,8 @@ def register_legacy_champion(
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment)
     with mlflow.start_run(experiment_id=experiment_id, run_name="LogisticRegression"):
+        frame = wine.features.assign(target=wine.target)
+        mlflow.log_input(from_pandas(frame, name="wine", targets="target"), context="training")
         mlflow.log_params({"C": 1.0, "max_iter": 2000})
         mlflow.log_metrics(score_on_test_set(estimator, split.x_test, split.y_test))
         info = mlflow.sklearn.log_model(
@@ -126,8 +130,15 @@ def legacy(
 
 
 @pytest.fixture(scope="module")
+def legacy_run(legacy: ModelVersion, mlflow_server: MlflowServer) -> Run:
+    """The legacy champion's run as it was before the upgrade."""
+    assert legacy.run_id is not None
+    return MlflowClient(mlflow_server.url).get_run(legacy.run_id)
+
+
+@pytest.fixture(scope="module")
 def upgraded(
-    legacy: ModelVersion, mlflow_server: MlflowServer, names: dict[str, str]
+    legacy_run: Run, mlflow_server: MlflowServer, names: dict[str, str]
 ) -> subprocess.CompletedProcess[str]:
     """The first training after the upgrade, with a candidate worse than the champion."""
     result = run_training(
@@ -184,7 +195,11 @@ def test_training_after_the_upgrade_moves_champion_to_the_legacy_champions_onnx_
 
 
 def test_the_legacy_version_and_its_run_stay_as_they_were(
-    legacy: ModelVersion, upgraded, mlflow_server: MlflowServer, names: dict[str, str]
+    legacy: ModelVersion,
+    legacy_run: Run,
+    upgraded,
+    mlflow_server: MlflowServer,
+    names: dict[str, str],
 ) -> None:
     client = MlflowClient(mlflow_server.url)
     model = names["WINE_MODEL_NAME"]
@@ -197,7 +212,17 @@ def test_the_legacy_version_and_its_run_stay_as_they_were(
     before = client.get_model_version_by_alias(model, "champion")  # the twin, same run
     run = client.get_run(legacy.run_id)
     assert before.run_id == legacy.run_id
-    assert run.info.status == "FINISHED"
+    # resumed for the twin, not rerun: same status, end time, metrics, params and input
+    assert run.info.status == legacy_run.info.status == "FINISHED"
+    assert run.info.end_time == legacy_run.info.end_time
+    assert run.data.params == legacy_run.data.params
+    assert run.inputs is not None
+    assert legacy_run.inputs is not None
+    [dataset] = run.inputs.dataset_inputs
+    assert dataset.dataset.digest == legacy_run.inputs.dataset_inputs[0].dataset.digest
+    assert {k: v for k, v in run.data.metrics.items() if not k.startswith("onnx_")} == (
+        legacy_run.data.metrics
+    )
     # /model and the promotion read the run: its test metrics are the legacy ones
     wine = load_dataset()
     split = split_dataset(wine, 0.25, 42)
