@@ -33,8 +33,11 @@ from grafana.dashboards_as_code.panels import (
 
 UID = "wine-prediction-api"
 
-#: The served model's metadata, one series per API instance.
-MODEL_INFO = f'wine_api_model_info{{{API}, model_version!=""}}'
+#: The versions each API worker serves (one series per worker, ``pid`` label; a version a
+#: worker served before stays at 0).
+WORKER_MODEL_INFO = f'wine_api_model_info{{{API}, model_version!=""}} == 1'
+#: The served model's metadata, one series per API instance and version its workers serve.
+MODEL_INFO = f"max without (pid) ({WORKER_MODEL_INFO})"
 
 
 def build() -> dashboard_builder.Dashboard:
@@ -49,8 +52,9 @@ def build() -> dashboard_builder.Dashboard:
         ),
         stat_panel(
             "Model loaded",
-            "Whether a model is loaded (GET /readyz answers 200). NO MODEL: every "
-            "prediction fails with 503 (alert WineApiNoModelServed).",
+            "Whether every API worker has a model loaded (GET /readyz answers 200). NO "
+            "MODEL: a worker has none and its predictions fail with 503 (alert "
+            "WineApiNoModelServed).",
             query(f"min(wine_api_model_loaded{{{API}}})"),
             size=(4, 4),
             mappings=yes_no("READY", "NO MODEL"),
@@ -184,10 +188,10 @@ def build() -> dashboard_builder.Dashboard:
         ),
         time_series(
             "Served model version",
-            "API instances serving each model version: when the champion moves, the old "
-            "version's line drops and the new one's rises (a reload).",
+            "API workers serving each model version: when the champion moves, the old "
+            "version's line drops and the new one's rises (each worker reloads).",
             query(
-                f"count by (model_name, model_version) ({MODEL_INFO})",
+                f"count by (model_name, model_version) ({WORKER_MODEL_INFO})",
                 "{{model_name}} v{{model_version}}",
             ),
             size=(12, 8),

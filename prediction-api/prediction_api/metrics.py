@@ -20,14 +20,44 @@ class names, model versions, the 13 features, the refusal kinds)::
     python_info{implementation="CPython",major="3",minor="11",...} 1.0
 
 ``wine_api_input_out_of_range_total`` counts the values the answers warned about: outside
-the range the served version was trained on (the ranges logged with it), by side. The
-registry also holds the ``process_*`` metrics of the API's process and the ``python_*``
-platform and garbage-collector metrics. No metric has a ``_created`` series
-(:func:`prometheus_client.disable_created_metrics`: they would double the series for no
-use, since ``rate()`` and ``increase()`` handle counter resets).
+the range the served version was trained on (the ranges logged with it), by side. No
+metric has a ``_created`` series (:func:`prometheus_client.disable_created_metrics`: they
+would double the series for no use, since ``rate()`` and ``increase()`` handle counter
+resets).
+
+Several worker processes (``python -m prediction_api`` with ``WINE_API_WORKERS``): the
+served API always runs prometheus_client's multiprocess mode (one worker too), each worker
+writing its values to files in a directory the gunicorn master creates empty before it
+forks; whichever worker answers a scrape reads them all:
+
+- counters and histograms are summed over every worker that ever ran (a replaced worker's
+  counts stay, so totals never drop);
+- ``wine_api_requests_in_progress`` is summed over the live workers (``livesum``);
+- ``wine_api_model_loaded`` is the minimum over the live workers (``livemin``): 0 as soon
+  as one worker has no model (its requests fail with 503), 1 when every worker serves one;
+- ``wine_api_model_last_load_timestamp_seconds`` is the latest load of a live worker
+  (``livemax``);
+- ``wine_api_model_info`` is a gauge, one series per live worker (``liveall``: a ``pid``
+  label) with the version it serves at 1 and versions it served before at 0; a dead
+  worker's series disappear (the master's ``child_exit`` hook);
+- ``process_resident_memory_bytes``, ``process_cpu_seconds_total``,
+  ``process_open_fds``, ``process_max_fds``, ``process_virtual_memory_bytes`` and
+  ``process_start_time_seconds`` come once per live worker with a ``pid`` label
+  (:class:`LiveWorkersCollector`, reading ``/proc`` of the pids that have live files in the
+  directory); sum them for the API's total. ``python_info`` is the same for all workers;
+  the garbage-collector metrics (``python_gc_*``) are per process and left out.
+
+In one process without that directory (tests that build the app themselves), the metrics
+live in a private registry with the ``process_*`` (no ``pid`` label) and ``python_gc_*``
+metrics of that process.
 """
 
 from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 from prometheus_client import (
@@ -37,10 +67,13 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
-    Info,
     ProcessCollector,
     disable_created_metrics,
+    values,
 )
+from prometheus_client.core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 from prediction_api.serving import Refusal, ServedModel, VersionRef
 from wine_mlops.features import FEATURE_NAMES
@@ -55,6 +88,50 @@ LATENCY_BUCKETS = (
 LOAD_KINDS = ("initial", "reload")
 LOAD_RESULTS = ("success", "failure")
 
+#: The environment variable that turns prometheus_client's multiprocess mode on.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+_LIVE_FILE = re.compile(r"^gauge_live[a-z]+_(\d+)\.db$")
+
+
+def live_worker_pids(directory: str | Path) -> list[int]:
+    """The pids of the live workers: those with a live gauge file in the multiprocess
+    directory (the master removes a dead worker's) whose process still exists."""
+    pids = {int(m.group(1)) for name in os.listdir(directory) if (m := _LIVE_FILE.match(name))}
+    return sorted(pid for pid in pids if Path(f"/proc/{pid}").exists())
+
+
+def _constant(pid: int) -> Callable[[], int]:
+    return lambda: pid
+
+
+class LiveWorkersCollector(Collector):
+    """The ``process_*`` metrics of every live worker, each sample with a ``pid`` label::
+
+        process_resident_memory_bytes{pid="41"} 6.1e+07
+        process_resident_memory_bytes{pid="42"} 5.9e+07
+        process_cpu_seconds_total{pid="41"} 3.2
+
+    Args:
+        directory: The multiprocess directory whose live files name the workers.
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self._directory = directory
+
+    def collect(self) -> Iterator[Metric]:
+        """Reads ``/proc`` of each live worker and yields one family per metric name."""
+        families: dict[str, Metric] = {}
+        for pid in live_worker_pids(self._directory):
+            # a private collector per pid, never registered (registry=None)
+            for family in ProcessCollector(pid=_constant(pid), registry=None).collect():
+                merged = families.setdefault(
+                    family.name, Metric(family.name, family.documentation, family.type)
+                )
+                for sample in family.samples:
+                    merged.add_sample(sample.name, {**sample.labels, "pid": str(pid)}, sample.value)
+        yield from families.values()
+
 
 class ApiMetrics:
     """Every metric the API exports, registered in one private registry.
@@ -64,69 +141,95 @@ class ApiMetrics:
 
     Args:
         registry: The registry to use; a new private one by default (so that two apps in
-            one process, e.g. in tests, never share counters).
+            one process, e.g. in tests, never share counters). Unused in multiprocess mode.
+        multiprocess_dir: The directory of prometheus_client's multiprocess mode (a worker
+            of several); :attr:`registry` then reads every worker's files on each scrape.
+            It must be the one named by the ``PROMETHEUS_MULTIPROC_DIR`` variable.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, multiprocess_dir: str | None = None
+    ) -> None:
         disable_created_metrics()
         self.registry = registry if registry is not None else CollectorRegistry()
-        ProcessCollector(registry=self.registry)  # process_*: memory, CPU, open files
+        own: CollectorRegistry | None = self.registry
+        if multiprocess_dir is not None:
+            if os.environ.get(MULTIPROC_ENV) != multiprocess_dir:
+                raise ValueError(f"{MULTIPROC_ENV} must name {multiprocess_dir}")
+            if not getattr(values.ValueClass, "_multiprocess", False):
+                # chosen when prometheus_client was imported, maybe before the variable was set
+                values.ValueClass = values.MultiProcessValue()
+            own = None  # the metrics write to files; the registry reads them all
+            MultiProcessCollector(self.registry, path=multiprocess_dir)
+            self.registry.register(LiveWorkersCollector(multiprocess_dir))
+        else:
+            ProcessCollector(registry=self.registry)  # process_*: memory, CPU, open files
+            self.registry.register(GC_COLLECTOR)  # python_gc_*
         self.registry.register(PLATFORM_COLLECTOR)  # python_info
-        self.registry.register(GC_COLLECTOR)  # python_gc_*
         labels = ("route", "method", "status")
-        self.requests = Counter(
-            "wine_api_requests", "HTTP requests answered", labels, registry=self.registry
-        )
+        self.requests = Counter("wine_api_requests", "HTTP requests answered", labels, registry=own)
         self.latency = Histogram(
             "wine_api_request_duration_seconds",
             "Time from request received to response sent",
             labels,
             buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            registry=own,
         )
         self.in_progress = Gauge(
             "wine_api_requests_in_progress",
             "HTTP requests being answered right now (scrapes of /metrics not included)",
-            registry=self.registry,
+            registry=own,
+            multiprocess_mode="livesum",
         )
         self.predictions = Counter(
             "wine_api_predictions",
             "Wines classified, by predicted class and serving model version",
             ("class_name", "model_version"),
-            registry=self.registry,
+            registry=own,
         )
-        self.model = Info("wine_api_model", "The model being served", registry=self.registry)
+        self.model = Gauge(
+            "wine_api_model_info",
+            "The model version served (1) and those served before (0), per worker",
+            ("model_name", "model_version", "alias", "run_id"),
+            registry=own,
+            multiprocess_mode="liveall",
+        )
+        self._served_labels: tuple[str, ...] | None = None
         self.loaded = Gauge(
-            "wine_api_model_loaded", "1 when a model is loaded and served", registry=self.registry
+            "wine_api_model_loaded",
+            "1 when every worker has a model loaded and serves it, 0 when one has none",
+            registry=own,
+            multiprocess_mode="livemin",
         )
         self.model_loads = Counter(
             "wine_api_model_loads",
             "Model loads: the first one (initial) and hot swaps (reload), by result",
             ("kind", "result"),
-            registry=self.registry,
+            registry=own,
         )
         self.refused = Counter(
             "wine_api_model_refused",
             "Model versions refused (never served): once each time the alias points at one",
             ("reason",),
-            registry=self.registry,
+            registry=own,
         )
         self.last_load = Gauge(
             "wine_api_model_last_load_timestamp_seconds",
             "Unix time of the last successful model load",
-            registry=self.registry,
+            registry=own,
+            multiprocess_mode="livemax",
         )
         self.registry_failures = Counter(
             "wine_api_registry_check_failures",
             "Failed look-ups of the served alias in the MLflow registry",
-            registry=self.registry,
+            registry=own,
         )
         self.out_of_range = Counter(
             "wine_api_input_out_of_range",
             "Input values outside the range the serving model version was trained on (the "
             "ranges logged with it), by feature and side: each one a warning answered",
             ("feature", "side"),
-            registry=self.registry,
+            registry=own,
         )
         for kind in LOAD_KINDS:
             for result in LOAD_RESULTS:
@@ -158,14 +261,11 @@ class ApiMetrics:
         self.model_loads.labels(kind, "success").inc()
         self.last_load.set(served.loaded_at.timestamp())
         self.loaded.set(1)
-        self.model.info(
-            {
-                "model_name": served.ref.name,
-                "model_version": served.ref.version,
-                "alias": served.ref.alias,
-                "run_id": served.ref.run_id or "",
-            }
-        )
+        labels = (served.ref.name, served.ref.version, served.ref.alias, served.ref.run_id or "")
+        if self._served_labels is not None and self._served_labels != labels:
+            self.model.labels(*self._served_labels).set(0)
+        self.model.labels(*labels).set(1)
+        self._served_labels = labels
 
     def model_load_failed(self, ref: VersionRef, kind: str) -> None:
         """Records a failed load (the previous model, if any, keeps serving)."""

@@ -17,11 +17,13 @@ class ApiSettings(MlflowSettings):
     ``WINE_CLASS_NAMES`` (comma-separated labels of class ids 0, 1, 2),
     ``WINE_WATCH_INTERVAL_SECONDS``, ``WINE_BATCH_LIMIT``, ``WINE_MAX_BODY_BYTES``,
     ``WINE_MODEL_MAX_BYTES`` (largest total size of a model version's files; a larger
-    version is refused before download), ``LOG_LEVEL``.
+    version is refused before download), ``WINE_API_WORKERS`` (worker processes, each
+    with its own copy of the model and its own watcher), ``LOG_LEVEL``.
     """
 
     host: str = Field(default="0.0.0.0", validation_alias="API_HOST")  # noqa: S104 (container)
     port: int = Field(default=7654, ge=1, le=65535, validation_alias="API_PORT")
+    workers: int = Field(default=1, ge=1, le=64, validation_alias="WINE_API_WORKERS")
     model_alias: str | None = Field(default=None, validation_alias="WINE_MODEL_ALIAS")
     class_names: CommaSeparated = Field(default=CLASS_NAMES, validation_alias="WINE_CLASS_NAMES")
     watch_interval_seconds: float = Field(

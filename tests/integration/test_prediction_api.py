@@ -9,6 +9,8 @@ away.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 import uuid
@@ -358,3 +360,194 @@ def test_predictions_keep_working_when_mlflow_goes_away(lone_stack: Stack) -> No
         if line.startswith("wine_api_registry_check_failures_total")
     )
     assert float(failures.split()[-1]) >= 1
+
+
+# --- several workers (WINE_API_WORKERS=2): each answers, each swaps, /metrics adds them up ---
+
+WORKERS = 2
+WATCH_SECONDS = 1.0
+#: Beyond the watch interval: a look-up, the download and the load of the new version.
+SWAP_MARGIN_SECONDS = 20.0
+#: gunicorn's graceful timeout (9 s) inside compose's 10 s stop budget.
+STOP_BUDGET_SECONDS = 10.0
+
+
+def scrape(url: str) -> list[tuple[str, dict[str, str], float]]:
+    """``GET /metrics`` on a fresh connection (any worker may answer), parsed."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = httpx.get(f"{url}/metrics", timeout=10)
+    assert response.status_code == 200
+    return [
+        (sample.name, sample.labels, sample.value)
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    ]
+
+
+def total(samples: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float:
+    """The sum of a metric's samples whose labels include ``labels``."""
+    return sum(
+        value for found, have, value in samples if found == name and labels.items() <= have.items()
+    )
+
+
+def served_by_pid(url: str) -> dict[int, set[str]]:
+    """The versions each live worker serves (``wine_api_model_info`` at 1, by ``pid``)."""
+    served: dict[int, set[str]] = {}
+    for name, labels, value in scrape(url):
+        if name == "wine_api_model_info":
+            versions = served.setdefault(int(labels["pid"]), set())
+            if value == 1:
+                versions.add(labels["model_version"])
+    return served
+
+
+def parent_of(pid: int) -> int | None:
+    """A process's parent pid, or None when it is gone (or a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+    return None if state == "Z" else int(ppid)
+
+
+def fresh_predictions(url: str, count: int) -> list[httpx.Response]:
+    """``count`` predictions, each on a new connection (so any worker may answer)."""
+    wine = all_wines()[0]
+    return [httpx.post(f"{url}/predict", json=wine, timeout=10) for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def workers_stack(
+    mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """A trained champion (v1) served by an API with two worker processes."""
+    suffix = uuid.uuid4().hex[:8]
+    names = {"WINE_EXPERIMENT_NAME": f"mw-{suffix}", "WINE_MODEL_NAME": f"mw-model-{suffix}"}
+    train_ok(mlflow_server.url, "DummyClassifier", names)
+    api = start_api(
+        mlflow_server.url,
+        tmp_path_factory.mktemp("api-workers"),
+        workers=WORKERS,
+        WINE_MODEL_NAME=names["WINE_MODEL_NAME"],
+        WINE_WATCH_INTERVAL_SECONDS=str(WATCH_SECONDS),
+    )
+    try:
+        api.wait_until(
+            lambda: (
+                len(served_by_pid(api.url)) == WORKERS
+                and all(v == {"1"} for v in served_by_pid(api.url).values())
+            ),
+            "both workers serving version 1",
+        )
+        yield Stack(mlflow_server, api, names)
+    finally:
+        api.stop()
+
+
+def test_each_of_two_workers_loads_the_model_and_answers_alone(workers_stack: Stack) -> None:
+    api = workers_stack.api
+    served = served_by_pid(api.url)
+    assert len(served) == WORKERS
+    assert all(parent_of(pid) == api.process.pid for pid in served)  # the master's workers
+    samples = scrape(api.url)
+    assert total(samples, "wine_api_model_loaded") == 1  # every worker has a model
+    assert {
+        labels["pid"] for name, labels, _ in samples if name == "process_cpu_seconds_total"
+    } == {str(pid) for pid in served}
+    # With one worker stopped, the other answers every new connection, and the other way round.
+    for stopped in served:
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            answers = fresh_predictions(api.url, 10)
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+        assert [a.status_code for a in answers] == [200] * 10
+        assert {a.json()["model_version"] for a in answers} == {"1"}
+
+
+def test_metrics_count_every_workers_answers_whichever_worker_is_scraped(
+    workers_stack: Stack,
+) -> None:
+    url = workers_stack.api.url
+    route = {"route": "/predict", "method": "POST", "status": "200"}
+    before = scrape(url)
+    answers = fresh_predictions(url, 25)
+    assert [a.status_code for a in answers] == [200] * 25
+    for _ in range(6):  # scrapes on fresh connections: each worker answers some
+        after = scrape(url)
+        assert (
+            total(after, "wine_api_predictions_total") - total(before, "wine_api_predictions_total")
+            == 25
+        )
+        assert (
+            total(after, "wine_api_requests_total", **route)
+            - total(before, "wine_api_requests_total", **route)
+            == 25
+        )
+        assert total(after, "wine_api_requests_in_progress") == 0
+        assert not [name for name, _, _ in after if name.endswith("_created")]
+
+
+def test_a_killed_worker_is_replaced_by_one_that_loads_the_model(workers_stack: Stack) -> None:
+    api = workers_stack.api
+    old = served_by_pid(api.url)
+    predicted = total(scrape(api.url), "wine_api_predictions_total")
+    victim = min(old)
+    os.kill(victim, signal.SIGKILL)
+    api.wait_until(
+        lambda: (
+            (served := served_by_pid(api.url)).keys() != old.keys()
+            and len(served) == WORKERS
+            and all(v == {"1"} for v in served.values())
+        ),
+        "a new worker serving version 1",
+        timeout=60,
+    )
+    samples = scrape(api.url)
+    pids = {labels.get("pid") for _, labels, _ in samples} - {None}
+    assert str(victim) not in pids  # the dead worker's live series are gone
+    assert total(samples, "wine_api_model_loaded") == 1
+    assert total(samples, "wine_api_predictions_total") == predicted  # its counts stay
+    answers = fresh_predictions(api.url, 10)
+    assert [a.status_code for a in answers] == [200] * 10
+    assert api.process.poll() is None
+
+
+def test_every_worker_serves_a_new_champion_within_the_watch_interval(
+    workers_stack: Stack,
+) -> None:
+    api = workers_stack.api
+    train_ok(workers_stack.server.url, "LogisticRegression", workers_stack.names)  # v2
+    moved = time.monotonic()
+    api.wait_until(
+        lambda: all(v == {"2"} for v in served_by_pid(api.url).values()),
+        "every worker serving version 2",
+        timeout=WATCH_SECONDS + SWAP_MARGIN_SECONDS,
+    )
+    assert time.monotonic() - moved < WATCH_SECONDS + SWAP_MARGIN_SECONDS
+    # no worker left on version 1: new connections, repeatedly, over several watch intervals
+    seen: list[str] = []
+    for _ in range(3):
+        seen += [a.json()["model_version"] for a in fresh_predictions(api.url, 20)]
+        time.sleep(WATCH_SECONDS)
+    assert set(seen) == {"2"}
+    served = served_by_pid(api.url)
+    assert len(served) == WORKERS
+    assert all(v == {"2"} for v in served.values())
+
+
+def test_sigterm_stops_the_master_and_every_worker_in_time(workers_stack: Stack) -> None:
+    api = workers_stack.api
+    workers = list(served_by_pid(api.url))
+    assert len(workers) == WORKERS
+    started = time.monotonic()
+    api.process.send_signal(signal.SIGTERM)
+    code = api.process.wait(timeout=STOP_BUDGET_SECONDS + 5)
+    took = time.monotonic() - started
+    assert code == 0
+    assert took < STOP_BUDGET_SECONDS
+    assert [pid for pid in workers if parent_of(pid) is not None] == []  # no orphans
+    assert "Shutting down: Master" in api.log()
