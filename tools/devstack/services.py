@@ -291,7 +291,7 @@ def start_api(
     login: Mapping[str, str] | None = None,
     log_path: Path | None = None,
     base_env: Mapping[str, str] | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     **env: str,
 ) -> Service:
     """Starts the prediction API (``python -m prediction_api``) on 127.0.0.1.
@@ -306,8 +306,8 @@ def start_api(
         log_path: Its log, instead of the one in ``workdir``.
         base_env: The environment it inherits (default: the caller's without ``MLFLOW_*``
             and ``WINE_*``).
-        workers: Its worker processes (``WINE_API_WORKERS``); the service's pid is the
-            gunicorn master's.
+        workers: Its worker processes (``WINE_API_WORKERS``; default: the inherited
+            variable, else 1); the service's pid is the gunicorn master's.
         **env: More variables (e.g. ``WINE_MODEL_NAME``).
     """
     port = port or free_port()
@@ -324,7 +324,7 @@ def start_api(
             **(auth_env("admin") if login is None else login),
             "API_HOST": "127.0.0.1",
             "API_PORT": str(port),
-            "WINE_API_WORKERS": str(workers),
+            **({} if workers is None else {"WINE_API_WORKERS": str(workers)}),
             **env,
         },
         log_path or workdir / f"prediction-api-{port}.log",
