@@ -542,9 +542,11 @@ def _register_onnx_twin(
             extra_files=[str(ranges), str(onnx_file)],
         )
     finally:
-        mlflow.end_run(run.status)
-        # the run was resumed, not rerun: it keeps its status and end time
-        client.set_terminated(version.run_id, run.status, run.end_time)
+        try:
+            mlflow.end_run(run.status)
+        finally:
+            # the run was resumed, not rerun: it keeps its status and end time
+            client.set_terminated(version.run_id, run.status, run.end_time)
     reason = (
         f"ONNX twin of v{number}: the same estimator from the same run, logged with an ONNX "
         f"model that answers like it on the {parity.rows} rows of the data set (labels equal, "
