@@ -16,7 +16,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
-    MLFLOW_DISABLE_TELEMETRY=true
+    MLFLOW_DISABLE_TELEMETRY=true \
+    GIT_PYTHON_REFRESH=quiet
+# GIT_PYTHON_REFRESH: the images have no git binary; MLflow's import of GitPython would print
+# a warning block on every start (training takes the commit from GIT_COMMIT instead).
 # The services run as this user; the targets name it by number (USER 10001:10001), so that
 # a runtime can tell it is not root without reading the image's /etc/passwd.
 RUN groupadd --system --gid 10001 app \
