@@ -351,21 +351,29 @@ def _log_candidate(
     )
     mlflow.log_artifact(str(png), artifact_path="evaluation")
     mlflow.set_tag("feature_importance_method", result.importance_method)
+    ranges = write_training_ranges(split, workdir / result.name)
+    extra = [ranges] if onnx_file is None else [ranges, onnx_file]
+    return log_model(result.model, split, result.predictions, extra)
+
+
+def log_model(estimator: Any, split: Split, predictions: Any, extra_files: list[Path]) -> str:
+    """Logs a fitted estimator as the active run's model (skops) with its extra files.
+
+    Returns:
+        The logged model's URI.
+    """
     # The MLmodel file records these types, but loaders ignore that record and trust only
     # wine_mlops.model_files.TRUSTED_TYPES: a type missing there fails here, not in serving.
     info = mlflow.sklearn.log_model(
-        result.model,
+        estimator,
         name="model",
-        signature=infer_signature(split.x_test, result.predictions),
+        signature=infer_signature(split.x_test, predictions),
         input_example=split.x_test.head(3),
         skops_trusted_types=list(TRUSTED_TYPES),
         pip_requirements=list(model_requirements()),
-        extra_files=[
-            str(write_training_ranges(split, workdir / result.name)),
-            *([str(onnx_file)] if onnx_file is not None else []),
-        ],
+        extra_files=[str(path) for path in extra_files],
     )
-    return info.model_uri
+    return str(info.model_uri)
 
 
 def write_training_ranges(split: Split, folder: Path) -> Path:
@@ -532,14 +540,8 @@ def _register_onnx_twin(
     mlflow.start_run(run_id=version.run_id, nested=True)
     try:
         _log_parity(OnnxCheck(onnx_file, parity))
-        info = mlflow.sklearn.log_model(
-            estimator,
-            name="model",
-            signature=infer_signature(split.x_test, estimator.predict(split.x_test)),
-            input_example=split.x_test.head(3),
-            skops_trusted_types=list(TRUSTED_TYPES),
-            pip_requirements=list(model_requirements()),
-            extra_files=[str(ranges), str(onnx_file)],
+        model_uri = log_model(
+            estimator, split, estimator.predict(split.x_test), [Path(ranges), Path(onnx_file)]
         )
     finally:
         try:
@@ -569,7 +571,7 @@ def _register_onnx_twin(
     }
     lock.check()
     with interruption.deferred("registering the champion's ONNX twin"):
-        twin = mlflow.register_model(info.model_uri, settings.model_name, tags=tags)
+        twin = mlflow.register_model(model_uri, settings.model_name, tags=tags)
         client.set_registered_model_alias(
             settings.model_name, settings.champion_alias, twin.version
         )
