@@ -93,6 +93,11 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 _LIVE_FILE = re.compile(r"^gauge_live[a-z]+_(\d+)\.db$")
 
+#: The most label sets whose children :class:`ApiMetrics` keeps at hand: the real ones are
+#: few (routes, methods and statuses; classes and versions); a client inventing methods must
+#: not grow the cache without end (those requests take the ordinary look-up).
+CHILD_CACHE_SIZE = 512
+
 
 def live_worker_pids(directory: str | Path) -> list[int]:
     """The pids of the live workers: those with a live gauge file in the multiprocess
@@ -240,12 +245,32 @@ class ApiMetrics:
             side: [self.out_of_range.labels(name, side) for name in FEATURE_NAMES]
             for side in ("below", "above")
         }
+        # The children of the request path's label sets, looked up once each: ``labels()``
+        # takes a lock and converts every value on each call.
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._prediction_children: dict[tuple[str, str], Counter] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Counts one answered request and records its latency."""
-        key = (route, method, str(status))
-        self.requests.labels(*key).inc()
-        self.latency.labels(*key).observe(seconds)
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            labels = (route, method, str(status))
+            children = (self.requests.labels(*labels), self.latency.labels(*labels))
+            if len(self._request_children) < CHILD_CACHE_SIZE:
+                self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def count_predictions(self, class_name: str, model_version: str, count: int) -> None:
+        """Adds ``count`` wines classified as ``class_name`` by ``model_version``."""
+        key = (class_name, model_version)
+        child = self._prediction_children.get(key)
+        if child is None:
+            child = self.predictions.labels(class_name, model_version)
+            if len(self._prediction_children) < CHILD_CACHE_SIZE:
+                self._prediction_children[key] = child
+        child.inc(count)
 
     def observe_out_of_range(self, below: np.ndarray, above: np.ndarray) -> None:
         """Adds per-feature counts of values below and above the served version's training

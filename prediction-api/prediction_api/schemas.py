@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
+from typing_extensions import TypedDict
 
 from wine_mlops.features import FEATURE_NAMES
 
@@ -139,6 +140,19 @@ class Prediction(BaseModel):
         "or the version carries no ranges (see `training_ranges` of `GET /model`). The answer "
         "is still the model's, but it extrapolates: check for a unit mix-up or a typo.",
     )
+
+
+class PredictionJson(TypedDict):
+    """:class:`Prediction` as a plain dict: what the request path builds and serialises
+    (a model instance per row, validated again as the response, costs more than the model
+    itself). Same fields, same order; a test keeps the two in step."""
+
+    class_id: int
+    class_name: str
+    probabilities: dict[str, float]
+    model_name: str
+    model_version: str
+    warnings: list[RangeWarning]
 
 
 class RefusedVersion(BaseModel):
