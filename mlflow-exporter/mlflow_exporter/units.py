@@ -8,6 +8,9 @@ publishes becomes a metric name of its own, with its unit at the end
 - quality scores between 0 and 1 (``accuracy``, ``precision_*``, ``recall_*``, ``f1_*``,
   ``roc_auc_*``, ``balanced_accuracy``, ``cv_accuracy_*``) get ``_ratio``:
   ``accuracy`` → ``accuracy_ratio``;
+- the ONNX parity figures training logs for every candidate: ``onnx_max_abs_diff`` (the
+  largest difference of a probability, between 0 and 1) gets ``_ratio``;
+  ``onnx_label_mismatches`` (a count) has no unit and keeps its name;
 - ``log_loss`` has no unit and keeps its name;
 - a key that already ends in a base unit (``_seconds``, ``_bytes``, ``_ratio``) keeps its
   name: ``fit_time_seconds`` → ``fit_time_seconds``;
@@ -28,10 +31,11 @@ import re
 #: Quality scores, all between 0 and 1 (their variants: ``f1_macro``, ``roc_auc_ovr`` …).
 _RATIO = re.compile(
     r"(?:best_|champion_)?"
-    r"(?:accuracy|balanced_accuracy|precision|recall|f1|roc_auc|cv_accuracy)(?:_[a-z0-9]+)*"
+    r"(?:(?:accuracy|balanced_accuracy|precision|recall|f1|roc_auc|cv_accuracy)(?:_[a-z0-9]+)*"
+    r"|onnx_max_abs_diff)"
 )
 #: Scores without a unit.
-_UNITLESS = re.compile(r"(?:best_|champion_)?log_loss")
+_UNITLESS = re.compile(r"(?:best_|champion_)?(?:log_loss|onnx_label_mismatches)")
 #: Keys that already name a base unit.
 _WITH_UNIT = re.compile(r"[a-z][a-z0-9_]*_(?:seconds|bytes|ratio)")
 #: Names the collectors use for other facts; a key may not take them.

@@ -14,7 +14,7 @@ from mlflow_exporter.snapshot import (
     text_label,
 )
 from mlflow_exporter.units import unit_name
-from model_training.evaluation import CANDIDATE_METRICS
+from model_training.evaluation import CANDIDATE_METRICS, ONNX_PARITY_METRICS
 
 WINE = ExperimentRecord("1", "wine-classifier")
 
@@ -92,7 +92,7 @@ def test_metric_keys_are_sanitised_and_colliding_keys_give_one_series() -> None:
 
 
 def test_every_metric_the_training_logs_gets_a_name_with_its_unit() -> None:
-    names = {key: unit_name(key) for key in CANDIDATE_METRICS}
+    names = {key: unit_name(key) for key in (*CANDIDATE_METRICS, *ONNX_PARITY_METRICS)}
     assert names["accuracy"] == "accuracy_ratio"
     assert names["f1_weighted"] == "f1_weighted_ratio"
     assert names["roc_auc_ovr"] == "roc_auc_ovr_ratio"
@@ -100,6 +100,8 @@ def test_every_metric_the_training_logs_gets_a_name_with_its_unit() -> None:
     assert names["log_loss"] == "log_loss"
     assert names["fit_time_seconds"] == "fit_time_seconds"
     assert names["predict_time_per_row_seconds"] == "predict_time_per_row_seconds"
+    assert names["onnx_max_abs_diff"] == "onnx_max_abs_diff_ratio"
+    assert names["onnx_label_mismatches"] == "onnx_label_mismatches"
     assert None not in names.values()
     # the session run logs the best candidate's and the champion's with a prefix
     assert unit_name("best_accuracy") == "best_accuracy_ratio"
