@@ -1,8 +1,9 @@
 """Statistics of the reference (training) data: feature ranges and a typical wine per class.
 
-The form shows the ranges and fills in the typical samples; the metrics count inputs outside
-the ranges, a simple drift signal. The reference is scikit-learn's wine data set, the
-training job's default data. The API reads its statistics from :data:`REFERENCE_FILE`, a
+``/features`` lists each feature's range in the reference data and the form fills in the
+typical samples (answers warn against the served version's own training ranges instead, see
+:mod:`prediction_api.ranges`). The reference is scikit-learn's wine data set, the training
+job's default data. The API reads its statistics from :data:`REFERENCE_FILE`, a
 small JSON file in this package, so that it needs neither scikit-learn nor pandas at run
 time; a test recomputes the file from scikit-learn's data and fails when they differ.
 Regenerate it with ``python -m prediction_api.reference`` (needs the ``sklearn`` extra).
@@ -38,17 +39,6 @@ class ReferenceStats:
     maximum: np.ndarray
     mean: np.ndarray
     typical: dict[int, dict[str, float]]
-
-    def outside_counts(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Counts, per feature, the values below the minimum and above the maximum.
-
-        Args:
-            rows: A 2-D array of wines, columns in :data:`FEATURE_NAMES` order.
-
-        Returns:
-            Two integer arrays of length 13: counts below and counts above the range.
-        """
-        return (rows < self.minimum).sum(axis=0), (rows > self.maximum).sum(axis=0)
 
 
 def reference_document() -> dict[str, Any]:
