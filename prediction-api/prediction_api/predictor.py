@@ -6,8 +6,6 @@ No HTTP here: a request that cannot be answered raises a domain error, which
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from pydantic import TypeAdapter
 
@@ -103,23 +101,7 @@ class Predictor:
 
     def answers(self, rows: list[list[float]]) -> list[Prediction]:
         """The answer for each row, in order, all from one model version."""
-        served, best, probabilities, warnings = self.predict(rows)
-        labels, ids = served.class_labels, served.class_ids
-        name, version = served.ref.name, served.ref.version
-        answers = [
-            Prediction(
-                class_id=ids[index],
-                class_name=labels[index],
-                probabilities=dict(zip(labels, row, strict=True)),
-                model_name=name,
-                model_version=version,
-            )
-            for index, row in zip(best.tolist(), probabilities.tolist(), strict=True)
-        ]
-        if warnings is not None:
-            for answer, found in zip(answers, warnings, strict=True):
-                answer.warnings.extend(found)
-        return answers
+        return [Prediction(**answer) for answer in self._answer_dicts(rows)]
 
     def answers_json(self, rows: list[list[float]], one: bool = False) -> bytes:
         """The answers of :meth:`answers` as the JSON body of the response, built in one go.
@@ -132,21 +114,25 @@ class Predictor:
             UTF-8 JSON: a :class:`Prediction` object (``one``) or a list of them, the same
             fields in the same order as the response model's.
         """
+        answers = self._answer_dicts(rows)
+        return _ONE.dump_json(answers[0]) if one else _MANY.dump_json(answers)
+
+    def _answer_dicts(self, rows: list[list[float]]) -> list[PredictionJson]:
+        """Each row's answer as a plain dict with :class:`Prediction`'s fields, in order."""
         served, best, probabilities, warnings = self.predict(rows)
         labels, ids = served.class_labels, served.class_ids
         name, version = served.ref.name, served.ref.version
-        empty: list[RangeWarning] = []
-        answers: list[Any] = [
+        return [
             {
                 "class_id": ids[index],
                 "class_name": labels[index],
                 "probabilities": dict(zip(labels, row, strict=True)),
                 "model_name": name,
                 "model_version": version,
-                "warnings": empty if warnings is None else warnings[position],
+                # each answer its own list: a Prediction built from it may be extended
+                "warnings": [] if warnings is None else warnings[position],
             }
             for position, (index, row) in enumerate(
                 zip(best.tolist(), probabilities.tolist(), strict=True)
             )
         ]
-        return _ONE.dump_json(answers[0]) if one else _MANY.dump_json(answers)
