@@ -16,6 +16,10 @@ class names, model versions, the 13 features, the refusal kinds)::
     wine_api_model_last_load_timestamp_seconds 1.7e+09
     wine_api_registry_check_failures_total 0.0
     wine_api_input_out_of_range_total{feature="proline",side="above"} 2.0
+    wine_api_prediction_log_rows_total 1200.0
+    wine_api_prediction_log_dropped_total{reason="queue_full"} 0.0
+    wine_api_prediction_log_queued_rows 3.0
+    wine_api_feedback_total{outcome="correct"} 9.0
     process_resident_memory_bytes 5.2e+07
     python_info{implementation="CPython",major="3",minor="11",...} 1.0
 
@@ -32,7 +36,8 @@ forks; whichever worker answers a scrape reads them all:
 
 - counters and histograms are summed over every worker that ever ran (a replaced worker's
   counts stay, so totals never drop);
-- ``wine_api_requests_in_progress`` is summed over the live workers (``livesum``);
+- ``wine_api_requests_in_progress`` and ``wine_api_prediction_log_queued_rows`` are summed
+  over the live workers (``livesum``);
 - ``wine_api_model_loaded`` is the minimum over the live workers (``livemin``): 0 as soon
   as one worker has no model (its requests fail with 503), 1 when every worker serves one;
 - ``wine_api_model_last_load_timestamp_seconds`` is the latest load of a live worker
@@ -236,6 +241,36 @@ class ApiMetrics:
             ("feature", "side"),
             registry=own,
         )
+        self.prediction_log_rows = Counter(
+            "wine_api_prediction_log_rows",
+            "Rows written to the prediction log (one per answered wine)",
+            registry=own,
+        )
+        self.prediction_log_dropped = Counter(
+            "wine_api_prediction_log_dropped",
+            "Answered wines not written to the prediction log: its queue was full "
+            "(queue_full) or the database failed (db_error)",
+            ("reason",),
+            registry=own,
+        )
+        self.prediction_log_queued = Gauge(
+            "wine_api_prediction_log_queued_rows",
+            "Rows waiting to be written to the prediction log (all workers)",
+            registry=own,
+            multiprocess_mode="livesum",
+        )
+        self.feedback = Counter(
+            "wine_api_feedback",
+            "True classes recorded by POST /feedback, by whether the answer was right",
+            ("outcome",),
+            registry=own,
+        )
+        for reason in ("queue_full", "db_error"):
+            self.prediction_log_dropped.labels(reason)
+        self._feedback_children = {
+            True: self.feedback.labels("correct"),
+            False: self.feedback.labels("wrong"),
+        }
         for kind in LOAD_KINDS:
             for result in LOAD_RESULTS:
                 self.model_loads.labels(kind, result)
@@ -271,6 +306,10 @@ class ApiMetrics:
             if len(self._prediction_children) < CHILD_CACHE_SIZE:
                 self._prediction_children[key] = child
         child.inc(count)
+
+    def count_feedback(self, correct: bool) -> None:
+        """Counts one recorded true class: the answer was right (``correct``) or not."""
+        self._feedback_children[correct].inc()
 
     def observe_out_of_range(self, below: np.ndarray, above: np.ndarray) -> None:
         """Adds per-feature counts of values below and above the served version's training

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, field_validator
 
 from wine_mlops.features import CLASS_NAMES
@@ -19,6 +21,13 @@ class ApiSettings(MlflowSettings):
     ``WINE_MODEL_MAX_BYTES`` (largest total size of a model version's files; a larger
     version is refused before download), ``WINE_API_WORKERS`` (worker processes, each
     with its own copy of the model and its own watcher), ``LOG_LEVEL``.
+
+    The prediction log (docs/monitoring.md): ``WINE_MONITORING_DB_URL`` (SQLAlchemy URL of
+    the monitoring database; unset: no log, feedback answers 503),
+    ``WINE_MONITORING_DB_PASSWORD_FILE`` (secret file of its password),
+    ``WINE_PREDICTION_LOG_QUEUE`` (most rows waiting per worker; more are dropped),
+    ``WINE_PREDICTION_LOG_BATCH`` (rows per insert), ``WINE_PREDICTION_LOG_FLUSH_SECONDS``
+    (longest wait of a row before it is written), ``WINE_PREDICTION_LOG_RETENTION_DAYS``.
     """
 
     host: str = Field(default="0.0.0.0", validation_alias="API_HOST")  # noqa: S104 (container)
@@ -33,6 +42,22 @@ class ApiSettings(MlflowSettings):
     max_body_bytes: int = Field(default=1_000_000, ge=1024, validation_alias="WINE_MAX_BODY_BYTES")
     model_max_bytes: int = Field(
         default=DEFAULT_MAX_BYTES, ge=1, validation_alias="WINE_MODEL_MAX_BYTES"
+    )
+    monitoring_db_url: str | None = Field(default=None, validation_alias="WINE_MONITORING_DB_URL")
+    monitoring_db_password_file: Path | None = Field(
+        default=None, validation_alias="WINE_MONITORING_DB_PASSWORD_FILE"
+    )
+    prediction_log_queue: int = Field(
+        default=10_000, ge=1, validation_alias="WINE_PREDICTION_LOG_QUEUE"
+    )
+    prediction_log_batch: int = Field(
+        default=500, ge=1, le=10_000, validation_alias="WINE_PREDICTION_LOG_BATCH"
+    )
+    prediction_log_flush_seconds: float = Field(
+        default=1.0, gt=0, le=60, validation_alias="WINE_PREDICTION_LOG_FLUSH_SECONDS"
+    )
+    prediction_log_retention_days: float = Field(
+        default=30.0, gt=0, validation_alias="WINE_PREDICTION_LOG_RETENTION_DAYS"
     )
 
     @field_validator("class_names")
