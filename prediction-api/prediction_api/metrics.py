@@ -20,6 +20,7 @@ class names, model versions, the 13 features, the refusal kinds)::
     wine_api_prediction_log_dropped_total{reason="queue_full"} 0.0
     wine_api_prediction_log_queued_rows 3.0
     wine_api_feedback_total{outcome="correct"} 9.0
+    wine_api_monitoring_refresh_failures_total 0.0
     process_resident_memory_bytes 5.2e+07
     python_info{implementation="CPython",major="3",minor="11",...} 1.0
 
@@ -55,6 +56,13 @@ forks; whichever worker answers a scrape reads them all:
 In one process without that directory (tests that build the app themselves), the metrics
 live in a private registry with the ``process_*`` (no ``pid`` label) and ``python_gc_*``
 metrics of that process.
+
+The live quality and drift figures (``wine_api_live_accuracy``, ``wine_api_live_labelled``,
+``wine_api_feature_drift``, ``wine_api_drift_window_rows``,
+``wine_api_monitoring_last_refresh_timestamp_seconds``) are not kept here: a collector of
+:mod:`prediction_api.quality` on :attr:`ApiMetrics.registry` yields the snapshot its worker
+last read from the prediction log. Every worker reads the same shared database, so whichever
+worker answers a scrape gives the same figures (up to one refresh interval apart).
 """
 
 from __future__ import annotations
@@ -263,6 +271,12 @@ class ApiMetrics:
             "wine_api_feedback",
             "True classes recorded by POST /feedback, by whether the answer was right",
             ("outcome",),
+            registry=own,
+        )
+        self.monitoring_failures = Counter(
+            "wine_api_monitoring_refresh_failures",
+            "Failed refreshes of the live accuracy and drift figures (the prediction log "
+            "could not be read); the figures of the last good refresh stay exported",
             registry=own,
         )
         for reason in ("queue_full", "db_error"):

@@ -28,6 +28,11 @@ class ApiSettings(MlflowSettings):
     ``WINE_PREDICTION_LOG_QUEUE`` (most rows waiting per worker; more are dropped),
     ``WINE_PREDICTION_LOG_BATCH`` (rows per insert), ``WINE_PREDICTION_LOG_FLUSH_SECONDS``
     (longest wait of a row before it is written), ``WINE_PREDICTION_LOG_RETENTION_DAYS``.
+
+    Live quality and drift, read from that log: ``WINE_MONITORING_REFRESH_SECONDS`` (how
+    often each worker recomputes them), ``WINE_LIVE_ACCURACY_WINDOW`` (the last labelled
+    predictions the live accuracy rests on), ``WINE_DRIFT_WINDOW`` (the last logged inputs
+    the drift is measured on).
     """
 
     host: str = Field(default="0.0.0.0", validation_alias="API_HOST")  # noqa: S104 (container)
@@ -59,6 +64,13 @@ class ApiSettings(MlflowSettings):
     prediction_log_retention_days: float = Field(
         default=30.0, gt=0, validation_alias="WINE_PREDICTION_LOG_RETENTION_DAYS"
     )
+    monitoring_refresh_seconds: float = Field(
+        default=15.0, gt=0, le=3600, validation_alias="WINE_MONITORING_REFRESH_SECONDS"
+    )
+    live_accuracy_window: int = Field(
+        default=200, ge=1, le=100_000, validation_alias="WINE_LIVE_ACCURACY_WINDOW"
+    )
+    drift_window: int = Field(default=500, ge=1, le=100_000, validation_alias="WINE_DRIFT_WINDOW")
 
     @field_validator("class_names")
     @classmethod
