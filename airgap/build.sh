@@ -12,6 +12,7 @@
 #   python     -> wine-mlops-airgap/python:3.11        (FROM debian)
 #   postgres   -> wine-mlops-airgap/postgres:15        (FROM debian)
 #   prometheus -> wine-mlops-airgap/prometheus:2       (FROM debian)
+#   alertmanager -> wine-mlops-airgap/alertmanager:0.25 (FROM debian)
 #
 # FORCE=1 rebuilds the images named on the command line (all of them when none
 # is named); a dependency that is not named is only built when it is missing.
@@ -27,7 +28,7 @@ readonly SUITE="bookworm"
 readonly HOST_CA_BUNDLE="/etc/ssl/certs/ca-certificates.crt"
 AIRGAP_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 readonly AIRGAP_DIR
-readonly ALL_IMAGES=(debian python postgres prometheus)
+readonly ALL_IMAGES=(debian python postgres prometheus alertmanager)
 
 # The engine on these machines has no buildx: use the classic builder explicitly
 # (the Dockerfiles here are classic-compatible).
@@ -37,7 +38,7 @@ log() { printf '%s\n' "$*"; }
 die() { printf 'airgap/build.sh: error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-  sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 image_ref() {
@@ -46,6 +47,7 @@ image_ref() {
     python) echo "$PREFIX/python:3.11" ;;
     postgres) echo "$PREFIX/postgres:15" ;;
     prometheus) echo "$PREFIX/prometheus:2" ;;
+    alertmanager) echo "$PREFIX/alertmanager:0.25" ;;
     *) return 1 ;;
   esac
 }
@@ -305,6 +307,7 @@ main() {
   log ""
   log "Use the stand-ins with docker compose by setting:"
   log "  PYTHON_IMAGE=$(image_ref python) POSTGRES_IMAGE=$(image_ref postgres) PROMETHEUS_IMAGE=$(image_ref prometheus)"
+  log "  ALERTMANAGER_IMAGE=$(image_ref alertmanager)"
   log "Grafana and Jenkins have no stand-in: Debian has no package for them."
 }
 

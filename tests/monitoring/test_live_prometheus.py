@@ -1,11 +1,14 @@
 """The real Prometheus binary with the stack's config and rules, scraping real local services.
 
 A real ``mlflow server`` (SQLite), the real exporter (``python -m mlflow_exporter``) and the
-real prediction API (``python -m prediction_api``, with no model registered yet) run as
-local processes. The test config is ``prometheus/prometheus.yml`` with only the target
-addresses replaced (plus a decoy target that is down), a 1 s scrape/evaluation interval and
-the alerts' ``for`` shortened to 1 s; relabelling, metrics paths and rule files are the
-stack's own. Then the helpers of :mod:`tests.monitoring.panels` are checked against it.
+real prediction API (``python -m prediction_api``, with no model registered yet) and a real
+Alertmanager with the stack's routes run as local processes. The test config is
+``prometheus/prometheus.yml`` with only the target addresses replaced (plus a decoy target
+that is down), a 1 s scrape/evaluation interval and the alerts' ``for`` shortened to 1 s;
+relabelling, metrics paths, rule files and the alerting section are the stack's own. The
+retraining webhook's job is left out: its receiver's ``/metrics`` is checked by
+model-training's tests and by tests/monitoring/test_metric_names.py. Then the helpers of
+:mod:`tests.monitoring.panels` are checked against it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from devstack import (
     start_mlflow_server,
     start_prometheus,
 )
+from tests.monitoring.alertmanager import WebhookRecorder, alertmanager_config, start_alertmanager
 from tests.monitoring.conftest import PROMETHEUS_DIR
 from tests.monitoring.panels import (
     EMPTY_WHEN_HEALTHY,
@@ -52,12 +56,18 @@ class Live:
     url: str
     addresses: dict[str, str]
     decoy: str
+    webhook: WebhookRecorder
 
 
 def _test_config(workdir: Path, addresses: dict[str, str], decoy: str) -> Path:
     """The stack's config and rules, with local targets and short intervals."""
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
+    config["scrape_configs"] = [
+        job for job in config["scrape_configs"] if job["job_name"] != "model-training-webhook"
+    ]
+    (manager,) = config["alerting"]["alertmanagers"]
+    manager["static_configs"][0]["targets"] = [addresses["alertmanager"]]
     for job in config["scrape_configs"]:
         job["static_configs"][0]["targets"] = [addresses[job["job_name"]]]
         if job["job_name"] == "mlflow-exporter":
@@ -73,11 +83,23 @@ def _test_config(workdir: Path, addresses: dict[str, str], decoy: str) -> Path:
 
 @pytest.fixture(scope="module")
 def live(
-    tmp_path_factory: pytest.TempPathFactory, prometheus_binary: str, promtool: str
+    tmp_path_factory: pytest.TempPathFactory,
+    prometheus_binary: str,
+    promtool: str,
+    alertmanager_binary: str,
 ) -> Iterator[Live]:
     workdir = tmp_path_factory.mktemp("live-prometheus")
     services: list[Service] = []
+    token_file = workdir / "retraining-webhook-token"
+    token_file.write_text("live-test-token")
+    webhook = WebhookRecorder().__enter__()
     try:
+        manager = start_alertmanager(
+            alertmanager_binary,
+            alertmanager_config(workdir, webhook.url, token_file, wait="1s"),
+            workdir,
+        )
+        services.append(manager)
         server = start_mlflow_server(
             workdir, {"MLFLOW_BACKEND_STORE_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
         )
@@ -104,6 +126,7 @@ def live(
             "prediction-api": api.url.removeprefix("http://"),
             "mlflow-exporter": exporter.url.removeprefix("http://"),
             "mlflow-server": server.ops_url.removeprefix("http://"),  # the unpublished ops port
+            "alertmanager": manager.url.removeprefix("http://"),
         }
         decoy = f"localhost:{free_port()}"  # nothing listens there
         config = _test_config(workdir, addresses, decoy)
@@ -113,10 +136,11 @@ def live(
         assert checked.returncode == 0, checked.stdout + checked.stderr
         prometheus = start_prometheus(prometheus_binary, config, workdir, prometheus_port)
         services.append(prometheus)
-        yield Live(prometheus.url, addresses, decoy)
+        yield Live(prometheus.url, addresses, decoy, webhook)
     finally:
         for service in reversed(services):
             service.stop()
+        webhook.__exit__()
 
 
 def _wait_for(url: str, promql: str, timeout: float = 60) -> list[dict]:
@@ -131,8 +155,8 @@ def test_every_job_is_scraped_with_relabelled_instances(live: Live) -> None:
     _wait_for(live.url, "count by (job) (up == 1) == 1 and on (job) count by (job) (up)", 60)
     with contextlib.suppress(TimeoutError):  # all four jobs up at once
         wait_until(
-            lambda: len(instant_query(live.url, "up == 1")) >= 4,
-            "4 jobs up",
+            lambda: len(instant_query(live.url, "up == 1")) >= 5,
+            "5 jobs up",
             timeout=60,
             interval=1,
         )
@@ -143,6 +167,7 @@ def test_every_job_is_scraped_with_relabelled_instances(live: Live) -> None:
         ("prediction-api", "127.0.0.1"),
         ("mlflow-exporter", "127.0.0.1"),
         ("mlflow-server", "127.0.0.1"),
+        ("alertmanager", "127.0.0.1"),
     }
     down = targets_not_up(live.url)
     assert [(t["job"], t["instance"], t["scrape_url"]) for t in down] == [
@@ -162,6 +187,7 @@ def test_every_job_is_scraped_with_relabelled_instances(live: Live) -> None:
         ("prediction-api", "wine_api_model_loaded"),
         ("prediction-api", "wine_api_requests_total"),
         ("prometheus", "prometheus_build_info"),
+        ("alertmanager", "alertmanager_notifications_total"),
     ],
 )
 def test_each_job_serves_its_metrics_on_its_path(live: Live, job: str, metric: str) -> None:
@@ -205,6 +231,24 @@ def test_alerts_reach_firing_and_name_the_failing_target(live: Live) -> None:
     assert "WineServedModelNotChampion" not in firing
     with pytest.raises(TimeoutError, match="WineChampionAccuracyBelowFloor"):
         wait_for_alert(live.url, "WineChampionAccuracyBelowFloor", timeout=2)
+
+
+def test_firing_alerts_reach_alertmanager_and_the_others_are_not_sent(live: Live) -> None:
+    """Prometheus sends every firing alert to Alertmanager; none of these asks for a
+    retraining, so Alertmanager assigns them to the receiver that sends nothing."""
+    wait_for_alert(live.url, "WineTargetDown", timeout=60)
+    manager = f"http://{live.addresses['alertmanager']}"
+
+    def received() -> list[dict]:
+        found = requests.get(f"{manager}/api/v2/alerts", timeout=10).json()
+        return [a for a in found if a["labels"]["alertname"] == "WineTargetDown"]
+
+    alerts = wait_until(received, "WineTargetDown in Alertmanager", timeout=60, interval=1)
+    assert {r["name"] for a in alerts for r in a["receivers"]} == {"discard"}
+    assert alerts[0]["labels"]["stack"] == "wine-mlops"  # Prometheus's external label
+    active = _wait_for(live.url, "prometheus_notifications_alertmanagers_discovered == 1")
+    assert active, "Prometheus has not discovered the Alertmanager"
+    assert live.webhook.received == []
 
 
 def test_every_panel_query_is_valid_promql_and_empty_ones_are_reported(live: Live) -> None:

@@ -39,14 +39,22 @@ def test_prometheus_config_is_valid_and_loads_the_rules(promtool: str) -> None:
 def test_scrape_jobs_name_the_stack_services() -> None:
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert set(jobs) == {"prometheus", "prediction-api", "mlflow-exporter", "mlflow-server"}
     targets = {name: job["static_configs"][0]["targets"] for name, job in jobs.items()}
     assert targets == {
         "prometheus": ["localhost:9090"],
         "prediction-api": ["prediction-api:7654"],
         "mlflow-exporter": ["mlflow-exporter:8000"],
         "mlflow-server": ["mlflow-server:5001"],  # the launcher's ops port (no MLflow login)
+        "model-training-webhook": ["model-training-webhook:8090"],
+        "alertmanager": ["alertmanager:9093"],
     }
+    assert {job["metrics_path"] for job in jobs.values() if "metrics_path" in job} == {"/metrics"}
+
+
+def test_alerts_are_sent_to_the_stack_alertmanager() -> None:
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    (manager,) = config["alerting"]["alertmanagers"]
+    assert manager["static_configs"] == [{"targets": ["alertmanager:9093"]}]
 
 
 def test_rules_are_valid(promtool: str) -> None:
