@@ -91,7 +91,8 @@ class QualitySnapshot:
     """What one refresh read. Immutable once built.
 
     Attributes:
-        refreshed_at: Unix time of the refresh.
+        refreshed_at: Unix time the refresh started: the figures include every row
+            written before it.
         accuracy: By model version, the labelled predictions of the accuracy window.
         drift: The PSI of each feature (:data:`FEATURE_NAMES` order), or None when the
             served version has no bins or the window holds no rows.
@@ -213,6 +214,7 @@ class QualityMonitor:
         Returns:
             Whether the refresh succeeded.
         """
+        started = time.time()
         try:
             engine = self._engine()
             if engine is None:
@@ -220,7 +222,7 @@ class QualityMonitor:
             served = self._store.current
             reference = self._drift_reference(served)
             with engine.connect() as connection:
-                snapshot = self._read(connection, served, reference)
+                snapshot = self._read(connection, started, served, reference)
         except Exception as exc:
             self._failed(exc)
             return False
@@ -231,7 +233,11 @@ class QualityMonitor:
         return True
 
     def _read(
-        self, connection: Connection, served: ServedModel | None, reference: DriftReference | None
+        self,
+        connection: Connection,
+        started: float,
+        served: ServedModel | None,
+        reference: DriftReference | None,
     ) -> QualitySnapshot:
         accuracy = {
             str(version): LiveAccuracy(int(labelled), int(correct or 0))
@@ -239,10 +245,10 @@ class QualityMonitor:
             if labelled
         }
         if reference is None or served is None:
-            return QualitySnapshot(time.time(), accuracy)
+            return QualitySnapshot(started, accuracy)
         window = feature_matrix(connection.execute(self._drift_query).scalars().all())
         drift = tuple(reference.psi(window).tolist()) if len(window) else None
-        return QualitySnapshot(time.time(), accuracy, drift, len(window), served.ref.version)
+        return QualitySnapshot(started, accuracy, drift, len(window), served.ref.version)
 
     def _failed(self, exc: Exception) -> None:
         self._metrics.monitoring_failures.inc()
@@ -343,7 +349,8 @@ class QualityCollector(Collector):
             )
         yield GaugeMetricFamily(
             "wine_api_monitoring_last_refresh_timestamp_seconds",
-            "Unix time of the last successful read of the prediction log for these figures",
+            "Unix time the last successful refresh of these figures started reading the "
+            "prediction log",
             value=snapshot.refreshed_at,
         )
 
