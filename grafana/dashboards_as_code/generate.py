@@ -10,7 +10,7 @@ from typing import Any
 from grafana_foundation_sdk.builders import dashboard as dashboard_builder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
-from grafana.dashboards_as_code import model_quality, platform, prediction_api
+from grafana.dashboards_as_code import model_health, model_quality, platform, prediction_api
 
 #: Where Grafana's file provider reads the dashboards (grafana/provisioning/dashboards).
 OUTPUT_DIR = Path(__file__).resolve().parents[1] / "dashboards"
@@ -20,6 +20,7 @@ DASHBOARDS: dict[str, Callable[[], dashboard_builder.Dashboard]] = {
     f"{model_quality.UID}.json": model_quality.build,
     f"{prediction_api.UID}.json": prediction_api.build,
     f"{platform.UID}.json": platform.build,
+    f"{model_health.UID}.json": model_health.build,
 }
 
 

@@ -45,11 +45,28 @@ BUILTIN_VARIABLES: dict[str, str] = {
 #: used in a regex matcher (``label=~"$var"``), where ``.*`` means "all".
 DEFAULT_VARIABLE_VALUE = ".*"
 
-#: (dashboard uid, panel title) of queries that legitimately return nothing while the stack
-#: is healthy: the list of firing alerts.
-EMPTY_WHEN_HEALTHY: frozenset[tuple[str, str]] = frozenset(
-    {("wine-platform", "Firing alerts (details)")}
+#: (dashboard uid, panel title) of the lists of firing alerts: empty while nothing fires.
+ALERT_LISTS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("wine-platform", "Firing alerts (details)"),
+        ("wine-model-health", "Retraining alerts (details)"),
+    }
 )
+
+#: (dashboard uid, panel title) of the live accuracy: nothing until predictions are labelled
+#: (POST /feedback); a healthy stack that has received no feedback has none.
+EMPTY_WITHOUT_FEEDBACK: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("wine-model-health", "Live accuracy by version"),
+        ("wine-model-health", "Live accuracy of the served version"),
+        ("wine-model-health", "Labels behind the live accuracy"),
+    }
+)
+
+#: (dashboard uid, panel title) of queries that legitimately return nothing while the stack
+#: is healthy: the lists of firing alerts, and the live accuracy before any feedback. (The
+#: live accuracy's floor line is in the same panel, so that panel always draws something.)
+EMPTY_WHEN_HEALTHY: frozenset[tuple[str, str]] = ALERT_LISTS | EMPTY_WITHOUT_FEEDBACK
 
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]|\$(\w+)")
 _LABEL_VALUES = re.compile(r"^\s*label_values\(\s*(?:(.+?)\s*,\s*)?(\w+)\s*\)\s*$")

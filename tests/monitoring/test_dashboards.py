@@ -74,7 +74,12 @@ def test_the_generator_check_mode_detects_a_stale_file(tmp_path: Path, monkeypat
 
 def test_every_panel_uses_only_the_provisioned_datasource_uid() -> None:
     boards = load_dashboards()
-    assert set(boards) == {"wine-model-quality", "wine-prediction-api", "wine-platform"}
+    assert set(boards) == {
+        "wine-model-quality",
+        "wine-prediction-api",
+        "wine-platform",
+        "wine-model-health",
+    }
     for uid, board in boards.items():
         assert list(datasource_refs(board)), uid
         assert foreign_datasources(board) == [], uid
@@ -112,6 +117,16 @@ def test_dashboards_answer_the_issue_questions() -> None:
         "Snapshot age and refresh duration",
         "Firing alerts (details)",
     } <= titles["wine-platform"]
+    assert {
+        "Live accuracy by version",
+        "Labels behind the live accuracy",
+        "Feedback per second, correct and wrong",
+        "Drift by feature (PSI)",
+        "Drift window rows",
+        "Prediction log rows written and dropped per second",
+        "Retraining alerts received in the time range",
+        "Retraining alerts",
+    } <= titles["wine-model-health"]
     assert {(uid, t) for uid, names in titles.items() for t in names} >= EMPTY_WHEN_HEALTHY
 
 
