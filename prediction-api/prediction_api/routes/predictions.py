@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from prediction_api import errors
 from prediction_api.deps import PredictorDep
 from prediction_api.predictor import Predictor
-from prediction_api.routing import json_body_route
+from prediction_api.routing import json_body_route, validates_raw_json
 from prediction_api.schemas import Prediction, WineFeatures
 from prediction_api.serving import RUNTIME_ONNX
 from prediction_api.settings import ApiSettings
@@ -59,10 +59,12 @@ def build_router(settings: ApiSettings) -> APIRouter:
 
     # The handlers answer with the JSON the predictor builds in one go: the response model
     # stays declared (it documents the answer) but FastAPI neither validates nor encodes it
-    # again. One wine, or a small batch, is classified on the event loop; a large batch in
-    # the thread pool (see INLINE_ROWS).
+    # again. Their bodies are validated from the raw bytes (validates_raw_json). One wine, or
+    # a small batch, is classified on the event loop; a large batch in the thread pool (see
+    # INLINE_ROWS).
 
     @router.post("/predict", summary="Classify one wine", response_model=Prediction)
+    @validates_raw_json
     async def predict(wine: WineBody, predictor: PredictorDep) -> Response:
         rows = [wine.as_row()]
         if runs_inline(predictor, 1):
@@ -74,6 +76,7 @@ def build_router(settings: ApiSettings) -> APIRouter:
         summary=f"Classify 1 to {settings.batch_limit} wines",
         response_model=list[Prediction],
     )
+    @validates_raw_json
     async def predict_batch(
         wines: Annotated[list[WineBody], Body(min_length=1, max_length=settings.batch_limit)],
         predictor: PredictorDep,
