@@ -15,7 +15,8 @@ Where the URLs come from:
   network) reaches the services by their compose names instead.
 - When any ``SMOKE_<SERVICE>_URL`` is set (``SMOKE_MLFLOW_SERVER_URL``,
   ``SMOKE_PREDICTION_API_URL``, ``SMOKE_MLFLOW_EXPORTER_URL``, ``SMOKE_PROMETHEUS_URL``,
-  ``SMOKE_GRAFANA_URL``), those URLs: a service without one is skipped.
+  ``SMOKE_GRAFANA_URL``, ``SMOKE_ALERTMANAGER_URL``), those URLs: a service without one is
+  skipped.
 
 The MLflow login is ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` as pytest finds
 them when it starts; otherwise the read-only ``prediction-api`` user with
@@ -50,6 +51,7 @@ SERVICE_PORTS: dict[str, int] = {
     "mlflow-exporter": 8000,
     "prometheus": 9090,
     "grafana": 3000,
+    "alertmanager": 9093,
 }
 
 #: The test's accuracy metric that training logs on every candidate run.
