@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
@@ -38,6 +38,11 @@ class PostgresServer:
         auth_database: MLflow basic-auth's database (``MLFLOW_AUTH_DB``).
         data_dir: The cluster's folder.
         run_as: The command prefix that runs PostgreSQL's programs as their account.
+        monitoring_database: The prediction log's database (``MONITORING_DB``).
+        monitoring_user: The prediction API's role there (``MONITORING_DB_USER``).
+        monitoring_password: Its password (``MONITORING_DB_PASSWORD``).
+        reader_user: Retraining's read-only role there (``MONITORING_READER_USER``).
+        reader_password: Its password (``MONITORING_READER_PASSWORD``).
     """
 
     port: int
@@ -51,6 +56,11 @@ class PostgresServer:
     auth_database: str
     data_dir: Path = Path()
     run_as: tuple[str, ...] = ()
+    monitoring_database: str = "monitoring"
+    monitoring_user: str = "monitoring_app"
+    monitoring_password: str = field(default_factory=lambda: secrets.token_urlsafe(12) + "%@:/'")
+    reader_user: str = "monitoring_reader"
+    reader_password: str = field(default_factory=lambda: secrets.token_urlsafe(12) + "%@:/'")
 
     @contextlib.contextmanager
     def outage(self) -> Iterator[None]:
@@ -107,6 +117,11 @@ class PostgresServer:
             "MLFLOW_DB_USER": self.user,
             "MLFLOW_DB_PASSWORD": self.password,
             "MLFLOW_AUTH_DB": self.auth_database,
+            "MONITORING_DB": self.monitoring_database,
+            "MONITORING_DB_USER": self.monitoring_user,
+            "MONITORING_DB_PASSWORD": self.monitoring_password,
+            "MONITORING_READER_USER": self.reader_user,
+            "MONITORING_READER_PASSWORD": self.reader_password,
             **overrides,
         }
         return subprocess.run(
@@ -122,6 +137,35 @@ class PostgresServer:
             f"postgresql+psycopg2://{quote(user, safe='')}:{quote(password, safe='')}"
             f"@127.0.0.1:{self.port}/{quote(database or self.database, safe='')}"
         )
+
+    def monitoring_url(self, *, reader: bool = False, with_password: bool = True) -> str:
+        """A SQLAlchemy URI (psycopg2) of the prediction log, logging in over TCP as
+        ``monitoring_app`` (or ``monitoring_reader``), as the services do.
+
+        Args:
+            reader: Log in as the read-only role (retraining's).
+            with_password: False leaves the password out, for a password file instead
+                (see :meth:`write_password_file`).
+        """
+        user, password = (
+            (self.reader_user, self.reader_password)
+            if reader
+            else (self.monitoring_user, self.monitoring_password)
+        )
+        login = quote(user, safe="")
+        if with_password:
+            login += ":" + quote(password, safe="")
+        return (
+            f"postgresql+psycopg2://{login}@127.0.0.1:{self.port}/"
+            f"{quote(self.monitoring_database, safe='')}"
+        )
+
+    def write_password_file(self, path: Path, *, reader: bool = False) -> Path:
+        """Writes a monitoring role's password as compose's secret files hold it (with a
+        trailing newline, mode 0600) and returns the path."""
+        path.write_text((self.reader_password if reader else self.monitoring_password) + "\n")
+        path.chmod(0o600)
+        return path
 
 
 def postgres_bindir() -> Path | None:
@@ -140,7 +184,9 @@ def postgres_server(
     """Runs a fresh PostgreSQL cluster in a temporary folder, removed afterwards.
 
     initdb creates it with a superuser; then mlflow-db's ensure step creates the role MLflow
-    logs in as and its two databases, as the database container does.
+    logs in as and its two databases, and the prediction log's database with its two roles
+    (random passwords: :attr:`PostgresServer.monitoring_password`, ``reader_password``), as
+    the database container does.
 
     When run as root the cluster runs as the ``postgres`` account (initdb refuses root); the
     folder is then made under /tmp so that account can reach it.
