@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
@@ -165,3 +167,135 @@ def load_dataset(path: Path | None = None) -> Dataset:
         target=frame[TARGET].astype(int),
         source="sklearn.datasets.load_wine",
     )
+
+
+class FeedbackUnavailableError(RuntimeError):
+    """The prediction log could not be read.
+
+    ``cause`` says why: ``settings`` (a URL or password file that cannot be used),
+    ``unreachable`` (no answer, or the login failed) or ``unreadable`` (it answered, but the
+    query failed: a missing table, a role without ``SELECT``).
+    """
+
+    def __init__(
+        self, message: str, cause: Literal["settings", "unreachable", "unreadable"]
+    ) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """Labelled production rows read from the prediction log, validated.
+
+    Attributes:
+        features: The rows' 13 features, in schema order.
+        target: Their true class ids.
+        source: Where they come from (the database URL without its password).
+        rejected: Rows read but left out, with why (the first few).
+        rejected_count: How many rows were left out.
+    """
+
+    features: pd.DataFrame
+    target: pd.Series
+    source: str
+    rejected: tuple[str, ...] = ()
+    rejected_count: int = 0
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+
+def feedback_from_rows(rows: list[tuple[list[float], int]], source: str) -> Feedback:
+    """Validates labelled rows like any training data: 13 finite features, a class of 0..2.
+
+    A row that fails is left out (and reported in :attr:`Feedback.rejected`) rather than
+    rejecting them all: the rows come from production, and one bad row must not stop every
+    retraining until it is deleted. What a bad row could do is bounded anyway: feedback only
+    joins the training split, and the promotion gate scores candidates on the held-out test
+    split of the original data.
+
+    Args:
+        rows: ``(features, true_class_id)`` pairs (:func:`wine_mlops.monitoring_db.labelled_rows`).
+        source: Where they come from, for messages and the runs.
+    """
+    kept_features: list[list[float]] = []
+    kept_target: list[int] = []
+    rejected: list[str] = []
+    count = 0
+    for position, (values, label) in enumerate(rows, start=1):
+        problem = _row_problem(values, label)
+        if problem is None:
+            kept_features.append([float(v) for v in values])
+            kept_target.append(int(label))
+            continue
+        count += 1
+        if len(rejected) < 5:
+            rejected.append(f"row {position}: {problem}")
+    features = pd.DataFrame(kept_features, columns=list(FEATURE_NAMES), dtype=float)
+    target = pd.Series(kept_target, name=TARGET, dtype=int)
+    return Feedback(features, target, source, tuple(rejected), count)
+
+
+def _row_problem(values: object, label: object) -> str | None:
+    """What is wrong with one labelled row, or None when it is valid training data."""
+    if not isinstance(values, list | tuple) or len(values) != len(FEATURE_NAMES):
+        return f"{len(FEATURE_NAMES)} feature values expected"
+    for name, value in zip(FEATURE_NAMES, values, strict=True):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"{name} is not a number"
+        if not math.isfinite(value):
+            return f"{name} is not finite"
+    if isinstance(label, bool) or label not in CLASS_IDS:
+        return f"unknown class {label!r}; expected one of {', '.join(map(str, CLASS_IDS))}"
+    return None
+
+
+def read_feedback(url: str, password_file: Path | None, limit: int) -> Feedback:
+    """Reads the newest labelled production rows of the prediction log, validated.
+
+    Args:
+        url: The prediction log's SQLAlchemy URL (``WINE_MONITORING_DB_URL``).
+        password_file: The file holding the password of the URL's user, if any.
+        limit: At most this many rows, the most recently labelled first.
+
+    Raises:
+        FeedbackUnavailableError: When the database cannot be reached or read.
+    """
+    # SQLAlchemy only where feedback is asked for
+    from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+
+    from wine_mlops import monitoring_db
+
+    source = monitoring_db.safe_url(url)
+    try:
+        engine = monitoring_db.connect(url, password_file)
+    except ArgumentError:
+        raise FeedbackUnavailableError(
+            f"WINE_MONITORING_DB_URL is not a database URL ({source})", "settings"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise FeedbackUnavailableError(
+            f"the prediction log's password file cannot be read ({exc})", "settings"
+        ) from None
+    try:
+        rows = monitoring_db.labelled_rows(engine, limit)
+    except OperationalError as exc:
+        raise FeedbackUnavailableError(
+            f"the prediction log at {source} cannot be reached ({_one_line(exc)})",
+            "unreachable",
+        ) from None
+    except SQLAlchemyError as exc:
+        raise FeedbackUnavailableError(
+            f"the prediction log at {source} cannot be read ({_one_line(exc)})", "unreadable"
+        ) from None
+    finally:
+        engine.dispose()
+    return feedback_from_rows(rows, source)
+
+
+def _one_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of a database error (no SQL statement, no parameters)."""
+    lines = str(getattr(error, "orig", None) or error).strip().splitlines()
+    text = lines[0] if lines else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -27,7 +27,7 @@ from sklearn.model_selection import train_test_split
 
 from model_training import artifacts, interruption, onnx_export
 from model_training.candidates import build_candidates, model_params
-from model_training.data import Dataset
+from model_training.data import Dataset, Feedback
 from model_training.evaluation import (
     ONNX_DIFF_METRIC,
     ONNX_MISMATCH_METRIC,
@@ -62,6 +62,17 @@ DESCRIPTION_TAG = "mlflow.note.content"
 """Where MLflow keeps an experiment's (or a run's) description."""
 SOURCE_NAME = "model_training (python -m model_training)"
 
+#: The tag saying what started a session's runs: ``alert`` (the retraining webhook), ``ci``
+#: (a CI build, ``BUILD_ID`` set) or ``manual``.
+TRIGGER_TAG = "wine.trigger"
+#: The tag naming the alert that started a session (``--triggered-by``).
+TRIGGER_ALERT_TAG = "wine.trigger.alert"
+#: The metric of a session trained with feedback: the labelled production rows it added to
+#: its training split (on the parent run and on every candidate's run).
+FEEDBACK_ROWS_METRIC = "feedback_rows"
+#: The source of the feedback rows' MLflow input (context ``feedback``).
+FEEDBACK_INPUT_SOURCE = "prediction log (labelled production rows)"
+
 EXPERIMENT_DESCRIPTION = (
     "Wine cultivar classifier training. Each training session is a parent run (dataset, "
     "profile, correlation heatmap, the decision) with one nested run per candidate model "
@@ -87,11 +98,18 @@ def model_description(champion_alias: str, challenger_alias: str, min_accuracy: 
     )
 
 
-def version_description(best: Evaluation, alias: str, reason: str, dataset: Dataset) -> str:
+def version_description(
+    best: Evaluation, alias: str, reason: str, dataset: Dataset, feedback_rows: int | None = None
+) -> str:
     """A registered version's description: its family, test metrics and promotion decision."""
     m = best.metrics
+    extra = (
+        ""
+        if feedback_rows is None
+        else f" plus {feedback_rows} labelled production row(s) in its training split"
+    )
     return (
-        f"{best.name}, trained on {dataset.source} (digest {dataset.digest}). Test set: "
+        f"{best.name}, trained on {dataset.source} (digest {dataset.digest}){extra}. Test set: "
         f"accuracy {m['accuracy']:.4f}, macro F1 {m['f1_macro']:.4f}, log loss "
         f"{m['log_loss']:.4f}, ROC AUC (one-vs-rest) {m['roc_auc_ovr']:.4f}; cross-validation "
         f"accuracy {m['cv_accuracy_mean']:.4f} ± {m['cv_accuracy_std']:.4f}.\n\n"
@@ -169,6 +187,34 @@ def split_dataset(dataset: Dataset, test_size: float, seed: int) -> Split:
     return Split(x_train, x_test, y_train, y_test)
 
 
+def add_feedback(split: Split, feedback: Feedback) -> Split:
+    """The split with the feedback rows added to its training part; the test part unchanged.
+
+    The held-out test rows stay those of the original data (same seed, same rows as a
+    session without feedback), so the promotion gate compares the candidates and the
+    champion on data no feedback touched: wrong labels in the feedback can make a candidate
+    worse, never make it look better than it is.
+    """
+    x_train = pd.concat([split.x_train, feedback.features], ignore_index=True)
+    y_train = pd.concat([split.y_train, feedback.target], ignore_index=True).rename(TARGET)
+    return Split(x_train, split.x_test, y_train, split.y_test)
+
+
+def trigger_tags(settings: TrainingSettings, alertname: str | None) -> dict[str, str]:
+    """What started the session, as run tags (:data:`TRIGGER_TAG`, :data:`TRIGGER_ALERT_TAG`)."""
+    if alertname:
+        return {TRIGGER_TAG: "alert", TRIGGER_ALERT_TAG: alertname}
+    return {TRIGGER_TAG: "ci" if settings.build_id else "manual"}
+
+
+def _test_rows_in_feedback(split: Split, feedback: Feedback) -> int:
+    """How many feedback rows repeat a held-out test row exactly (features only)."""
+    if not len(feedback):
+        return 0
+    test = set(split.x_test.itertuples(index=False, name=None))
+    return sum(row in test for row in feedback.features.itertuples(index=False, name=None))
+
+
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
@@ -224,6 +270,21 @@ def _log_dataset(
     mlflow.log_artifact(str(workdir / "profile.csv"), artifact_path="dataset")
     heatmap = artifacts.save_correlation_heatmap(dataset.features, workdir / "correlation.png")
     mlflow.log_artifact(str(heatmap), artifact_path="dataset")
+
+
+def _log_feedback(feedback: Feedback) -> None:
+    """Logs the parent run's feedback facts: the row count (metric), the rows (an input)."""
+    mlflow.log_metric(FEEDBACK_ROWS_METRIC, len(feedback))
+    mlflow.log_param("feedback_source", feedback.source)
+    if feedback.rejected_count:
+        mlflow.log_param("feedback_rows_rejected", feedback.rejected_count)
+    if not len(feedback):
+        return
+    frame = feedback.features.assign(**{TARGET: feedback.target})
+    # MLflow resolves a source by its scheme and knows none for database URLs: the input
+    # names the log in words, the param above gives its URL (without password)
+    rows = from_pandas(frame, source=FEEDBACK_INPUT_SOURCE, name="wine-feedback", targets=TARGET)
+    mlflow.log_input(rows, context="feedback")
 
 
 @functools.cache
@@ -670,7 +731,13 @@ def _unchanged_champion(client: MlflowClient, settings: TrainingSettings) -> str
     return f"{settings.champion_alias} v{version.version} is unchanged"
 
 
-def run_session(dataset: Dataset, settings: TrainingSettings) -> SessionResult:
+def run_session(
+    dataset: Dataset,
+    settings: TrainingSettings,
+    *,
+    feedback: Feedback | None = None,
+    triggered_by: str | None = None,
+) -> SessionResult:
     """Trains, logs, registers and (maybe) promotes, as one parent run with nested runs.
 
     The session logs through MLflow's fluent API into the process's tracking server, which
@@ -681,6 +748,10 @@ def run_session(dataset: Dataset, settings: TrainingSettings) -> SessionResult:
     Args:
         dataset: A validated dataset.
         settings: The session settings.
+        feedback: Labelled production rows to add to the training split only
+            (:func:`add_feedback`); every run then carries the metric ``feedback_rows``.
+        triggered_by: The alert that started the session (tags :data:`TRIGGER_TAG` and
+            :data:`TRIGGER_ALERT_TAG` on every run).
 
     Returns:
         The registered version and the promotion decision.
@@ -705,6 +776,23 @@ def run_session(dataset: Dataset, settings: TrainingSettings) -> SessionResult:
         len(split.y_train),
         len(split.y_test),
     )
+    if feedback is not None:
+        overlap = _test_rows_in_feedback(split, feedback)
+        split = add_feedback(split, feedback)
+        log.info(
+            "feedback: %d labelled production row(s) from %s join the training split "
+            "(%d rows now); the %d test rows stay the data set's own",
+            len(feedback),
+            feedback.source,
+            len(split.y_train),
+            len(split.y_test),
+        )
+        if overlap:
+            log.warning(
+                "feedback: %d row(s) repeat held-out test rows exactly; with their labels in "
+                "training, the test metrics of this session's candidates are optimistic",
+                overlap,
+            )
     if mlflow.get_tracking_uri() != settings.tracking_uri:
         raise RuntimeError(
             f"MLflow's tracking URI is {mlflow.get_tracking_uri()!r}, not the session's "
@@ -715,7 +803,8 @@ def run_session(dataset: Dataset, settings: TrainingSettings) -> SessionResult:
     experiment = experiment_id(client, settings.experiment_name)
     session_name = f"training-session-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     estimators = build_candidates(settings.candidates, settings.seed)
-    source = _source_tags(settings)
+    source = _source_tags(settings) | trigger_tags(settings, triggered_by)
+    feedback_metric = {} if feedback is None else {FEEDBACK_ROWS_METRIC: float(len(feedback))}
 
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -726,8 +815,18 @@ def run_session(dataset: Dataset, settings: TrainingSettings) -> SessionResult:
         try:
             mlflow.set_tags({"session": "training", "dataset_digest": dataset.digest} | source)
             _log_dataset(dataset, wine, settings, workdir)
+            if feedback is not None:
+                _log_feedback(feedback)
             results = _train_candidates(
-                estimators, dataset, wine, split, settings, workdir, experiment, source
+                estimators,
+                dataset,
+                wine,
+                split,
+                settings,
+                workdir,
+                experiment,
+                source,
+                feedback_metric,
             )
         except (MlflowException, requests.RequestException, OSError) as exc:
             raise SessionFailedError(
@@ -744,7 +843,14 @@ def run_session(dataset: Dataset, settings: TrainingSettings) -> SessionResult:
         best, best_uri = max(results, key=lambda pair: pair[0].rank_key)
         log.info("best candidate of this session: %s", best.name)
         version, decision = _register_and_promote(
-            client, settings, session_name, best, best_uri, split, dataset
+            client,
+            settings,
+            session_name,
+            best,
+            best_uri,
+            split,
+            dataset,
+            None if feedback is None else len(feedback),
         )
         return SessionResult(
             parent_run_id=parent.info.run_id,
@@ -774,6 +880,7 @@ def _train_candidates(
     workdir: Path,
     experiment: str,
     source: dict[str, str],
+    extra_metrics: dict[str, float],
 ) -> list[tuple[Evaluation, str]]:
     """Evaluates and logs each candidate in its own nested run; returns them with model URIs.
 
@@ -789,6 +896,8 @@ def _train_candidates(
         with tracked_run(experiment_id=experiment, run_name=name, nested=True):
             mlflow.set_tags({"model_family": name, "dataset_digest": dataset.digest} | source)
             _log_input(wine)
+            if extra_metrics:
+                mlflow.log_metrics(extra_metrics)
             result = evaluate(name, estimator, split, settings.cv_folds, settings.seed)
             check = _convert_candidate(result, dataset, workdir / name)
             uri = _log_candidate(result, split, workdir, check.path)
@@ -842,6 +951,7 @@ def _register_and_promote(
     best_uri: str,
     split: Split,
     dataset: Dataset,
+    feedback_rows: int | None = None,
 ) -> tuple[str, Decision]:
     """Registers the session's best model, then moves ``champion`` only if it earned it.
 
@@ -902,7 +1012,7 @@ def _register_and_promote(
         client,
         settings,
         registered.version,
-        version_description(best, alias, decision.reason, dataset),
+        version_description(best, alias, decision.reason, dataset, feedback_rows),
     )
     mlflow.set_tags(
         {

@@ -19,6 +19,12 @@ class TrainingSettings(MlflowSettings):
     ``WINE_PROMOTION_LOCK_LEASE_SECONDS`` (after how long another session may break a lock
     left by a session that died) and ``WINE_PROMOTION_LOCK_WAIT_SECONDS`` (how long to wait
     for the lock; longer than the lease, so that a dead session's lock is broken in time).
+
+    Training with feedback (``--with-feedback``) reads the prediction log:
+    ``WINE_MONITORING_DB_URL`` (a SQLAlchemy URL; in the stack the ``monitoring_reader`` role,
+    which may only read), ``WINE_MONITORING_DB_PASSWORD_FILE`` (the file holding that role's
+    password) and ``WINE_FEEDBACK_MAX_ROWS`` (at most this many rows, the most recently
+    labelled first; default 10000).
     """
 
     data_path: Path | None = Field(default=None, validation_alias="WINE_DATA_PATH")
@@ -37,6 +43,13 @@ class TrainingSettings(MlflowSettings):
     )
     lock_wait_seconds: float = Field(
         default=600.0, ge=0, validation_alias="WINE_PROMOTION_LOCK_WAIT_SECONDS"
+    )
+    monitoring_db_url: str | None = Field(default=None, validation_alias="WINE_MONITORING_DB_URL")
+    monitoring_db_password_file: Path | None = Field(
+        default=None, validation_alias="WINE_MONITORING_DB_PASSWORD_FILE"
+    )
+    feedback_max_rows: int = Field(
+        default=10_000, ge=1, le=1_000_000, validation_alias="WINE_FEEDBACK_MAX_ROWS"
     )
 
     @field_validator("candidates")
