@@ -13,14 +13,16 @@ tests).
 - ``feedback``: the true class of a logged prediction, at most one per prediction; it goes
   with its prediction when that is deleted (``ON DELETE CASCADE``).
 
-Timestamps are written in UTC. SQLAlchemy is imported here: only the services that declare it
-(prediction-api, model-training) import this module.
+Timestamps are written in UTC and read back timezone-aware (SQLite too). SQLAlchemy is
+imported here: only the services that declare it (prediction-api, model-training) import this
+module.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -43,15 +45,37 @@ POOL_TIMEOUT_SECONDS: Final = 3
 #: JSON arrays: ``jsonb`` on PostgreSQL, SQLAlchemy's JSON (text) elsewhere.
 _JSON_ARRAY = sa.JSON().with_variant(JSONB(), "postgresql")
 
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """``DateTime(timezone=True)`` that is written in UTC and always read back aware.
+
+    PostgreSQL's ``timestamptz`` does so already; SQLite keeps no zone, so without this a
+    timestamp would come back naive there. A naive value written is taken as UTC.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
 metadata: Final = sa.MetaData()
 
 predictions: Final = sa.Table(
     "predictions",
     metadata,
     sa.Column("id", sa.Uuid()),
-    sa.Column(
-        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-    ),
+    sa.Column("created_at", UtcDateTime(), nullable=False, server_default=sa.func.now()),
     sa.Column("model_name", sa.Text(), nullable=False),
     sa.Column("model_version", sa.Text(), nullable=False),
     sa.Column("features", _JSON_ARRAY, nullable=False),
@@ -66,9 +90,7 @@ feedback: Final = sa.Table(
     metadata,
     sa.Column("prediction_id", sa.Uuid()),
     sa.Column("true_class_id", sa.SmallInteger(), nullable=False),
-    sa.Column(
-        "received_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-    ),
+    sa.Column("received_at", UtcDateTime(), nullable=False, server_default=sa.func.now()),
     sa.PrimaryKeyConstraint("prediction_id", name="feedback_pkey"),
     sa.ForeignKeyConstraint(
         ["prediction_id"],

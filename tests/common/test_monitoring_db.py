@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,32 @@ def test_a_prediction_reads_back_as_written(engine: Engine) -> None:
     assert row.features == wine(1.5)
     assert row.probabilities == [0.8, 0.15, 0.05]
     assert (row.model_name, row.model_version, row.class_id) == ("wine-classifier", "3", 1)
+
+
+def test_timestamps_come_back_aware_in_utc_and_compare_across_zones(engine: Engine) -> None:
+    old, new = log_prediction(engine, wine(1.0)), log_prediction(engine, wine(2.0))
+    with engine.begin() as conn:
+        conn.execute(  # written with another zone: stored as the same instant in UTC
+            predictions.update()
+            .where(predictions.c.id == new)
+            .values(created_at=datetime(2026, 1, 2, 1, 0, tzinfo=timezone(timedelta(hours=2))))
+        )
+        conn.execute(feedback.insert().values(prediction_id=new, true_class_id=1))  # now
+
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(predictions.c.id, predictions.c.created_at)).all()
+        created: dict[uuid.UUID, datetime] = {row.id: row.created_at for row in rows}
+        [received] = conn.execute(sa.select(feedback.c.received_at)).scalars().all()
+    assert created == {old: T0, new: datetime(2026, 1, 1, 23, 0, tzinfo=UTC)}
+    assert received.tzinfo is not None
+    assert abs(datetime.now(UTC) - received) < timedelta(hours=1)
+
+    # Retention's question: what is older than a cutoff given in another zone?
+    cutoff = datetime(2026, 1, 1, 13, 0, tzinfo=timezone(timedelta(hours=-5)))  # 18:00 UTC
+    with engine.begin() as conn:
+        conn.execute(predictions.delete().where(predictions.c.created_at < cutoff))
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(predictions.c.id)).scalars().all() == [new]
 
 
 def test_feedback_for_an_unknown_prediction_is_rejected(engine: Engine) -> None:
