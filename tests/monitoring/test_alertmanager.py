@@ -4,7 +4,9 @@ token from the secret file."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,8 +16,9 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
-from devstack import Service
+from devstack import Service, free_port, start_service
 from tests.monitoring.alertmanager import (
     ALERTMANAGER_CONFIG,
     WebhookRecorder,
@@ -197,3 +200,70 @@ def test_accuracy_alerts_of_two_versions_arrive_in_one_notification(running: Run
     versions = {alert["labels"]["model_version"] for alert in calls[-1].body["alerts"]}
     assert versions == {"4", "5"}
     assert calls[-1].headers["authorization"] == f"Bearer {running.token}"
+
+
+def _metric(text: str, name: str, **labels: str) -> float | None:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                return sample.value
+    return None
+
+
+def test_the_retraining_webhook_accepts_what_alertmanager_sends(
+    alertmanager_binary: str, tmp_path: Path
+) -> None:
+    """The stack's Alertmanager and the real receiver (``python -m model_training.webhook``)
+    read the token from the same secret file (with its newline): the drift alert starts a
+    session. MLflow is unreachable here, so the session cannot train; it is stopped with
+    the receiver."""
+    token_file = tmp_path / "retraining-webhook-token"
+    token_file.write_text("a-secret-token-of-the-stack\n")
+    port = free_port()
+    receiver = start_service(
+        "model-training-webhook",
+        [sys.executable, "-m", "model_training.webhook"],
+        f"http://127.0.0.1:{port}",
+        "/healthz",
+        {
+            "PATH": os.environ["PATH"],
+            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",  # nothing listens
+            "WINE_RETRAIN_WEBHOOK_TOKEN_FILE": str(token_file),
+            "WINE_RETRAIN_WEBHOOK_HOST": "127.0.0.1",
+            "WINE_RETRAIN_WEBHOOK_PORT": str(port),
+            "WINE_RETRAIN_STOP_SECONDS": "2",
+        },
+        tmp_path / "webhook.log",
+    )
+    manager = None
+    try:
+        config = alertmanager_config(tmp_path, f"{receiver.url}/alerts", token_file, wait="1s")
+        manager = start_alertmanager(alertmanager_binary, config, tmp_path)
+        now = datetime.now(UTC).isoformat()
+        drift = {"alertname": "WineFeatureDrift", "action": "retrain", "feature": "proline"}
+        response = requests.post(
+            f"{manager.url}/api/v2/alerts",
+            json=[{"labels": {**drift, "severity": "warning"}, "startsAt": now}],
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+
+        def started() -> float | None:
+            text = requests.get(f"{receiver.url}/metrics", timeout=10).text
+            value = _metric(
+                text,
+                "wine_retraining_sessions_total",
+                alertname="WineFeatureDrift",
+                result="started",
+            )
+            return value if value else None
+
+        assert receiver.wait_until(started, "the receiver to start a session") == 1
+        sent = requests.get(f"{manager.url}/metrics", timeout=10).text
+        assert _metric(sent, "alertmanager_notifications_total", integration="webhook") == 1
+        assert _metric(sent, "alertmanager_notifications_failed_total", integration="webhook") == 0
+        assert "WineFeatureDrift" in receiver.log()
+    finally:
+        if manager is not None:
+            manager.stop()
+        receiver.stop()
