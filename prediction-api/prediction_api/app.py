@@ -16,7 +16,9 @@ from fastapi.staticfiles import StaticFiles
 from prediction_api import docs, errors, routes
 from prediction_api.metrics import ApiMetrics
 from prediction_api.middleware import RequestMetricsMiddleware, route_finder
+from prediction_api.prediction_log import build_prediction_log
 from prediction_api.predictor import Predictor
+from prediction_api.quality import build_quality_monitor
 from prediction_api.reference import ReferenceStats, load_reference_stats
 from prediction_api.routes.form import STATIC_DIR
 from prediction_api.routes.legacy import QUERY_NAMES
@@ -29,6 +31,11 @@ OPENAPI_TAGS = [
         "name": "predictions",
         "description": "Classify wines with the served model: one, a batch, or the original "
         "form's query.",
+    },
+    {
+        "name": "feedback",
+        "description": "Tell the API the true class of a wine it classified: the live "
+        "accuracy of the monitoring loop is computed from it.",
     },
     {
         "name": "model",
@@ -81,7 +88,8 @@ def create_app(
 
     Returns:
         The application; ``app.state`` holds its parts (``store``, ``predictor``,
-        ``metrics``, ``settings``, ``reference``), which the routes get through
+        ``metrics``, ``settings``, ``reference``, ``prediction_log`` and ``quality``, its
+        live quality monitor: None when the log is off), which the routes get through
         :mod:`prediction_api.deps`.
     """
     settings = settings or ApiSettings()
@@ -93,6 +101,12 @@ def create_app(
     metrics = metrics or ApiMetrics()
     store = ModelStore(source, settings.class_names, listener=metrics)
     model_uri = f"models:/{settings.model_name}@{settings.served_alias}"
+    prediction_log = build_prediction_log(settings, metrics)
+    quality = (
+        build_quality_monitor(settings, prediction_log, store, metrics)
+        if prediction_log is not None
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -101,7 +115,15 @@ def create_app(
             settings.connect_attempts,
             settings.connect_max_backoff_seconds,
         )
+        if prediction_log is not None:
+            prediction_log.start()
+        if quality is not None:
+            quality.start()
         yield
+        if quality is not None:
+            quality.stop()
+        if prediction_log is not None:
+            prediction_log.stop()
         store.stop()
 
     app = FastAPI(
@@ -119,7 +141,9 @@ def create_app(
     app.state.metrics = metrics
     app.state.reference = reference
     app.state.store = store
-    app.state.predictor = Predictor(store, metrics, model_uri)
+    app.state.prediction_log = prediction_log
+    app.state.quality = quality
+    app.state.predictor = Predictor(store, metrics, model_uri, prediction_log)
     errors.install(app, settings.batch_limit, QUERY_NAMES)
     app.add_middleware(
         RequestMetricsMiddleware, metrics=metrics, route_of=route_finder(lambda: app.routes)

@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from prediction_api.metrics import ApiMetrics
+from prediction_api.prediction_log import PredictionLog
 from prediction_api.predictor import Predictor
 from prediction_api.reference import ReferenceStats
 from prediction_api.serving import ModelStore
@@ -48,8 +49,15 @@ async def get_reference(request: Request) -> ReferenceStats:
     return reference
 
 
+async def get_prediction_log(request: Request) -> PredictionLog | None:
+    """The app's prediction log, or None when it is off (``WINE_MONITORING_DB_URL`` unset)."""
+    prediction_log: PredictionLog | None = request.app.state.prediction_log
+    return prediction_log
+
+
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 StoreDep = Annotated[ModelStore, Depends(get_store)]
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 ReferenceDep = Annotated[ReferenceStats, Depends(get_reference)]
+PredictionLogDep = Annotated[PredictionLog | None, Depends(get_prediction_log)]

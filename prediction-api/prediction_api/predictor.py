@@ -10,6 +10,7 @@ import numpy as np
 from pydantic import TypeAdapter
 
 from prediction_api.metrics import ApiMetrics
+from prediction_api.prediction_log import PredictionLog, new_prediction_ids
 from prediction_api.schemas import Prediction, PredictionJson, RangeWarning
 from prediction_api.serving import ModelStore, ServedModel
 
@@ -40,6 +41,8 @@ class Predictor:
         store: Holds the served model.
         metrics: Counts predictions and out-of-range inputs.
         model_uri: The model served, for messages (``models:/<name>@<alias>``).
+        prediction_log: Where every answer is logged (one queued entry per request, with
+            the arrays the answers are built from), or None when the log is off.
     """
 
     def __init__(
@@ -47,10 +50,12 @@ class Predictor:
         store: ModelStore,
         metrics: ApiMetrics,
         model_uri: str,
+        prediction_log: PredictionLog | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
         self.model_uri = model_uri
+        self.prediction_log = prediction_log
 
     def served(self) -> ServedModel:
         """The model serving now.
@@ -66,16 +71,17 @@ class Predictor:
 
     def predict(
         self, rows: list[list[float]]
-    ) -> tuple[ServedModel, np.ndarray, np.ndarray, list[list[RangeWarning]] | None]:
+    ) -> tuple[ServedModel, np.ndarray, np.ndarray, np.ndarray, list[list[RangeWarning]] | None]:
         """Classifies rows, checks them against the model's training ranges, counts both.
 
         Args:
             rows: Wines, feature values in model order.
 
         Returns:
-            The model that answered, each row's best class as an index into its
-            ``class_ids``, each row's probabilities (columns in ``class_ids`` order), and
-            each row's warnings, or None when no value of any row is out of range.
+            The model that answered, the rows as a matrix, each row's best class as an index
+            into its ``class_ids``, each row's probabilities (columns in ``class_ids``
+            order), and each row's warnings, or None when no value of any row is out of
+            range.
 
         Raises:
             NoModelLoadedError: While no model is loaded.
@@ -97,7 +103,7 @@ class Predictor:
             for index, count in enumerate(np.bincount(best, minlength=len(labels)).tolist()):
                 if count:
                     self.metrics.count_predictions(labels[index], version, count)
-        return served, best, probabilities, warnings
+        return served, matrix, best, probabilities, warnings
 
     def answers(self, rows: list[list[float]]) -> list[Prediction]:
         """The answer for each row, in order, all from one model version."""
@@ -118,12 +124,17 @@ class Predictor:
         return _ONE.dump_json(answers[0]) if one else _MANY.dump_json(answers)
 
     def _answer_dicts(self, rows: list[list[float]]) -> list[PredictionJson]:
-        """Each row's answer as a plain dict with :class:`Prediction`'s fields, in order."""
-        served, best, probabilities, warnings = self.predict(rows)
+        """Each row's answer as a plain dict with :class:`Prediction`'s fields, in order,
+        each with a new prediction id; the whole request queued on the prediction log."""
+        served, matrix, best, probabilities, warnings = self.predict(rows)
         labels, ids = served.class_labels, served.class_ids
         name, version = served.ref.name, served.ref.version
+        prediction_ids = new_prediction_ids(len(rows))
+        if self.prediction_log is not None:
+            self.prediction_log.record(prediction_ids, served, matrix, best, probabilities)
         return [
             {
+                "prediction_id": prediction_ids[position],
                 "class_id": ids[index],
                 "class_name": labels[index],
                 "probabilities": dict(zip(labels, row, strict=True)),

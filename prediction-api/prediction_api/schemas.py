@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from typing_extensions import TypedDict
 
 from wine_mlops.features import FEATURE_NAMES
@@ -131,9 +131,22 @@ class RangeWarning(BaseModel):
     )
 
 
+#: A prediction id as answered (UUID4, lower-case hex, hyphens): what feedback names.
+PREDICTION_ID_PATTERN: Final = (
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
+
+
 class Prediction(BaseModel):
     """The answer for one wine."""
 
+    prediction_id: str = Field(
+        description="This answer's id (a UUID4): send it with the true class to `POST "
+        "/feedback` once it is known. Every answer has one, also when the prediction log is "
+        "off (then feedback is refused)",
+        examples=["3f2b8c1e-5d4a-4e7b-9c2d-1a0b9e8f7d6c"],
+        json_schema_extra={"format": "uuid"},
+    )
     class_id: int = Field(description="Predicted class id (0, 1 or 2)")
     class_name: str = Field(description="Human label of the predicted cultivar")
     probabilities: dict[str, float] = Field(description="Probability of each cultivar, by label")
@@ -153,6 +166,7 @@ class PredictionJson(TypedDict):
     (a model instance per row, validated again as the response, costs more than the model
     itself). Same fields, same order; a test keeps the two in step."""
 
+    prediction_id: str
     class_id: int
     class_name: str
     probabilities: dict[str, float]
@@ -239,3 +253,48 @@ class FeatureCatalog(BaseModel):
     features: list[FeatureInfo] = Field(description="The 13 features, in model order")
     samples: list[SampleWine] = Field(description="A typical wine of each class")
     batch_limit: int = Field(description="The most wines per batch request")
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON Schema counts ``1.0`` as an integer: take it as 1 (strings and booleans are
+    still refused)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+class Feedback(BaseModel):
+    """The true class of a wine the API classified, once it is known."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {"prediction_id": "3f2b8c1e-5d4a-4e7b-9c2d-1a0b9e8f7d6c", "true_class_id": 1}
+            ]
+        },
+    )
+
+    prediction_id: str = Field(
+        pattern=PREDICTION_ID_PATTERN,
+        description="The `prediction_id` of the answer",
+        json_schema_extra={"format": "uuid"},
+    )
+    true_class_id: Annotated[int, BeforeValidator(_whole_number)] = Field(
+        ge=0, le=2, description="The wine's true class id (0, 1 or 2)"
+    )
+
+
+class FeedbackResult(BaseModel):
+    """What became of one feedback."""
+
+    prediction_id: str = Field(description="The prediction labelled")
+    true_class_id: int = Field(description="Its true class id, as sent")
+    predicted_class_id: int = Field(description="The class id the API answered")
+    correct: bool = Field(description="Whether the answer was right")
+    recorded: bool = Field(
+        description="True when this request stored the label; false when the same label was "
+        "stored before (a repeat changes nothing)"
+    )

@@ -5,6 +5,7 @@ event loop or, for a large batch, in the thread pool), and every row counted."""
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any, get_type_hints
 
 import pytest
@@ -20,7 +21,15 @@ from wine_mlops.features import FEATURE_NAMES
 from wine_mlops.model_files import ModelFiles
 from wine_mlops.training_ranges import TrainingRanges
 
-FIELDS = ["class_id", "class_name", "probabilities", "model_name", "model_version", "warnings"]
+FIELDS = [
+    "prediction_id",
+    "class_id",
+    "class_name",
+    "probabilities",
+    "model_name",
+    "model_version",
+    "warnings",
+]
 
 
 @pytest.fixture(params=["onnx", "sklearn"])
@@ -62,6 +71,7 @@ def test_one_answer_is_the_documented_object(api: TestClient, sample) -> None:
     assert body["model_name"] == "wine-classifier"
     assert body["model_version"] == "1"
     assert body["warnings"] == []
+    assert uuid.UUID(body["prediction_id"]).version == 4
 
 
 @pytest.mark.parametrize("count", [1, INLINE_ROWS, INLINE_ROWS + 1, 1000])
@@ -74,11 +84,17 @@ def test_a_batch_answers_each_wine_as_alone_whatever_its_size(
     assert answer.headers["content-type"] == "application/json"
     answers = answer.json()
     assert len(answers) == count
+    ids = [a["prediction_id"] for a in answers]
+    assert len(set(ids)) == count  # one id per wine, none repeated
+    assert all(str(uuid.UUID(pid)) == pid and uuid.UUID(pid).version == 4 for pid in ids)
     for i in sorted({0, min(1, count - 1), count // 2, count - 1}):  # with and without warnings
         alone = api.post("/predict", json=batch[i]).json()
         # the model's arithmetic on a matrix of other rows may differ in the last digits
         assert answers[i]["probabilities"] == pytest.approx(alone["probabilities"], rel=1e-6)
-        assert {**answers[i], "probabilities": None} == {**alone, "probabilities": None}
+        # each answer its own id; everything else the same
+        unrelated = {"probabilities": None, "prediction_id": None}
+        assert {**answers[i], **unrelated} == {**alone, **unrelated}
+        assert answers[i]["prediction_id"] != alone["prediction_id"]
         assert list(answers[i]) == FIELDS
         assert bool(alone["warnings"]) == (i % 7 == 0)
 

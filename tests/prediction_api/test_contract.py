@@ -1,10 +1,11 @@
 """The OpenAPI document is the truth: schemathesis finds nothing against the real API.
 
 A real MLflow server (SQLite), the real trainer and ``python -m prediction_api`` as a real
-uvicorn process. Schemathesis runs with every check and the examples, coverage and fuzzing
-phases, once with a fixed seed and once with a random one (shown in the test's name, to
-replay a failure), and once more against an API that has no model to serve yet (every
-prediction answers its documented 503).
+uvicorn process, with a prediction log (SQLite) so that feedback is recorded. Schemathesis
+runs with every check and the examples, coverage and fuzzing phases, once with a fixed seed
+and once with a random one (shown in the test's name, to replay a failure), and once more
+against an API that has no model to serve yet (every prediction, and all feedback, answers
+its documented 503).
 """
 
 from __future__ import annotations
@@ -36,7 +37,13 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     try:
         training = run_training(server.url, candidates="LogisticRegression", **NAMES)
         assert training.returncode == 0, training.stderr[-3000:]
-        process = start_api(server.url, workdir, WINE_MODEL_NAME=NAMES["WINE_MODEL_NAME"])
+        # with a prediction log (SQLite): feedback answers as documented, never 503
+        process = start_api(
+            server.url,
+            workdir,
+            WINE_MODEL_NAME=NAMES["WINE_MODEL_NAME"],
+            WINE_MONITORING_DB_URL=f"sqlite:///{workdir / 'monitoring.db'}",
+        )
         yield process
     finally:
         if process is not None:

@@ -24,12 +24,14 @@ def test_operations_have_readable_ids_and_every_tag_is_described(client: TestCli
         "POST /predict": "predict",
         "POST /predict/batch": "predict_batch",
         "GET /predict/": "predict_legacy",
+        "POST /feedback": "feedback",
+        "POST /feedback/batch": "feedback_batch",
         "GET /model": "model",
         "GET /features": "features",
         "GET /metrics": "prometheus_metrics",
     }
     tags = [tag["name"] for tag in document["tags"]]
-    assert tags == ["predictions", "model", "operations"]
+    assert tags == ["predictions", "feedback", "model", "operations"]
     assert all(tag["description"] for tag in document["tags"])
     used = {t for item in document["paths"].values() for op in item.values() for t in op["tags"]}
     assert used == set(tags)
@@ -43,7 +45,12 @@ def test_body_routes_document_413_and_415_as_problems(client: TestClient) -> Non
         for method, operation in item.items()
         if "requestBody" in operation
     }
-    assert set(with_body) == {"POST /predict", "POST /predict/batch"}
+    assert set(with_body) == {
+        "POST /predict",
+        "POST /predict/batch",
+        "POST /feedback",
+        "POST /feedback/batch",
+    }
     for name, operation in with_body.items():
         for status in ("413", "415"):
             answer = operation["responses"].get(status)

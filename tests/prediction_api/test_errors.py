@@ -157,6 +157,8 @@ def test_every_error_a_route_can_answer_is_documented_as_a_problem(client: TestC
         "POST /predict": [200, 400, 413, 415, 422, 503],
         "POST /predict/batch": [200, 400, 413, 415, 422, 503],
         "GET /predict/": [200, 422, 503],
+        "POST /feedback": [200, 400, 404, 409, 413, 415, 422, 503],
+        "POST /feedback/batch": [200, 400, 404, 409, 413, 415, 422, 503],
         "GET /model": [200, 503],
         "GET /features": [200],
         "GET /metrics": [200],
