@@ -288,7 +288,8 @@ class Retrainer:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                env=os.environ.copy(),
+                # the receiver's environment, less its own settings (the token's file)
+                env={k: v for k, v in os.environ.items() if not k.startswith("WINE_RETRAIN_")},
             )
             record = SessionRecord(alertname, time.time(), process.pid)
             self._process = process
