@@ -564,6 +564,18 @@ def main() -> int:
     if settings is None:
         return 2
     configure_logging(settings.log_level)
+    from model_training.settings import TrainingSettings
+
+    # the sessions read the same environment: refuse to serve when none of them could train
+    training = load_settings(TrainingSettings)
+    if training is None:
+        return 2
+    if not training.monitoring_db_url:
+        log.error(
+            "invalid setting WINE_MONITORING_DB_URL: retraining sessions train with the "
+            "prediction log's labelled rows; set it (and WINE_MONITORING_DB_PASSWORD_FILE)"
+        )
+        return 2
     import uvicorn
 
     def stopped(signum: int, _frame: FrameType | None) -> None:

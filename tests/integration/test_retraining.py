@@ -203,13 +203,18 @@ def test_without_a_prediction_log_or_labels_nothing_is_trained(
 
 
 def start_receiver(
-    server: MlflowServer, tmp_path: Path, log_url: str, names: dict[str, str], cooldown: str
+    server: MlflowServer,
+    tmp_path: Path,
+    log_url: str,
+    names: dict[str, str],
+    cooldown: str,
+    **env: str,
 ) -> Service:
     """``python -m model_training.webhook`` on a free port, its token from a secret file."""
     token_file = tmp_path / "retraining-webhook-token"
     token_file.write_text(f"{TOKEN}\n")
     port = free_port()
-    env = training_env(
+    environment = training_env(
         server.url,
         WINE_RETRAIN_WEBHOOK_TOKEN_FILE=str(token_file),
         WINE_RETRAIN_WEBHOOK_HOST="127.0.0.1",
@@ -219,14 +224,15 @@ def start_receiver(
         WINE_CANDIDATES=CANDIDATE,
         WINE_CV_FOLDS="2",
         **names,
+        **env,
     )
-    env.pop("WINE_RETRAIN_WEBHOOK_TOKEN", None)
+    environment.pop("WINE_RETRAIN_WEBHOOK_TOKEN", None)
     return start_service(
         "retraining-webhook",
         [sys.executable, "-m", "model_training.webhook"],
         f"http://127.0.0.1:{port}",
         "/healthz",
-        env,
+        environment,
         tmp_path / "webhook.log",
     )
 
@@ -285,7 +291,10 @@ def test_an_alert_retrains_on_poisoned_feedback_and_the_better_champion_stays(
     poison = wines("wrong", copies=3)
     fill_log(log_url, poison)
 
-    receiver = start_receiver(server, tmp_path, log_url, names, cooldown="3600")
+    # no accuracy floor: the comparison with the champion alone must keep it
+    receiver = start_receiver(
+        server, tmp_path, log_url, names, cooldown="3600", WINE_MIN_ACCURACY="0"
+    )
     try:
         for headers in ({}, {"Authorization": "Bearer not-the-token"}):
             refused = post(receiver, alert("WineLiveAccuracyLow"), headers)
@@ -342,6 +351,8 @@ def test_an_alert_retrains_on_poisoned_feedback_and_the_better_champion_stays(
     challenger = client.get_model_version_by_alias(model, "challenger")
     assert challenger.version != before
     assert challenger.tags["promotion"] == "challenger"
+    assert f"is worse than champion v{before}" in challenger.tags["promotion_reason"]
+    assert "on the same test set" in challenger.tags["promotion_reason"]
 
 
 def test_sigterm_to_the_receiver_stops_its_session_and_it_exits_cleanly(

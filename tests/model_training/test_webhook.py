@@ -7,6 +7,8 @@ session behind the real receiver process.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from devstack import metric_value
+from devstack import free_port, metric_value
 from model_training.webhook import WebhookSettings, create_app, session_command
 from wine_mlops.waiting import wait_until
 
@@ -211,3 +213,22 @@ def test_the_token_comes_from_its_secret_file(
     assert TOKEN not in repr(settings)
     assert settings.port == 8090
     assert settings.cooldown_seconds == 3600
+
+
+def test_the_receiver_refuses_to_serve_when_sessions_could_not_read_feedback(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WINE_", "MLFLOW_"))}
+    env["WINE_RETRAIN_WEBHOOK_TOKEN"] = TOKEN
+    env["WINE_RETRAIN_WEBHOOK_PORT"] = str(free_port())
+    result = subprocess.run(
+        [sys.executable, "-m", "model_training.webhook"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "invalid setting WINE_MONITORING_DB_URL" in result.stderr
+    assert TOKEN not in result.stderr + result.stdout
