@@ -232,6 +232,7 @@ def test_the_retraining_webhook_accepts_what_alertmanager_sends(
             "WINE_RETRAIN_WEBHOOK_HOST": "127.0.0.1",
             "WINE_RETRAIN_WEBHOOK_PORT": str(port),
             "WINE_RETRAIN_STOP_SECONDS": "2",
+            "WINE_MONITORING_DB_URL": f"sqlite:///{tmp_path / 'monitoring.db'}",
         },
         tmp_path / "webhook.log",
     )

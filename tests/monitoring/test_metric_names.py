@@ -1,27 +1,41 @@
 """Every metric name the dashboards and rules read is one the services really export.
 
 A real MLflow server (SQLite) gets a real training session (one model family); then the
-real exporter and the real prediction API (serving the champion just trained) run as
-processes. Their ``/metrics``, and the MLflow server's ops ``/metrics``, give the names that
-exist. Every name in every panel and variable query, alert, alert annotation and recording
-rule must be one of them, a recording rule, or one of Prometheus's own (``up``,
-``scrape_*``, ``ALERTS``, ``prometheus_*`` of its self-scrape). The expositions also follow
-the naming practice: units in names, no ``_created`` series, no name shared with MLflow's
-own ``/metrics``.
+real exporter, the real prediction API (serving the champion just trained, its prediction
+log in a SQLite file, its monitor refreshing every second) and the real retraining webhook
+(``python -m model_training.webhook``) run as processes. A wine is classified and labelled,
+so the API's live accuracy and drift figures exist. Their ``/metrics``, and the MLflow
+server's ops ``/metrics``, give the names that exist. Every name in every panel and variable
+query, alert, alert annotation and recording rule must be one of them, a recording rule, or
+one of Prometheus's own (``up``, ``scrape_*``, ``ALERTS``, ``prometheus_*`` of its
+self-scrape) or Alertmanager's (``alertmanager_*``). The expositions also follow the naming
+practice: units in names, no ``_created`` series, no name shared with MLflow's own
+``/metrics``.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from devstack import Service, run_training, start_api, start_exporter, start_mlflow_server
+from devstack import (
+    Service,
+    free_port,
+    run_training,
+    start_api,
+    start_exporter,
+    start_mlflow_server,
+    start_service,
+)
 from tests.monitoring.conftest import PROMETHEUS_DIR
 from tests.monitoring.panels import panel_queries, substitute
 from wine_mlops.features import FEATURE_NAMES, load_wine_frame
@@ -41,6 +55,30 @@ PROMETHEUS_OWN = frozenset(
         "ALERTS_FOR_STATE",
     }
 )
+
+#: The names of the model monitoring loop (docs/monitoring.md) that rules and the "Model
+#: health" dashboard read, by the part that exports them.
+MONITORING_LOOP_NAMES: dict[str, frozenset[str]] = {
+    "prediction-api monitor": frozenset(
+        {
+            "wine_api_live_accuracy",
+            "wine_api_live_labelled",
+            "wine_api_feature_drift",
+            "wine_api_drift_window_rows",
+            "wine_api_monitoring_last_refresh_timestamp_seconds",
+        }
+    ),
+    "prediction-api prediction log": frozenset(
+        {
+            "wine_api_prediction_log_rows_total",
+            "wine_api_prediction_log_dropped_total",
+            "wine_api_feedback_total",
+        }
+    ),
+    "model-training-webhook": frozenset(
+        {"wine_retraining_sessions_total", "wine_retraining_last_session_timestamp_seconds"}
+    ),
+}
 
 #: The sample names each metric type exposes besides the family name.
 _SUFFIXES = {
@@ -87,6 +125,32 @@ def _with_champion(exposition: str) -> str | None:
     return exposition if "mlflow_model_alias_accuracy_ratio{" in exposition else None
 
 
+def _with_live_figures(exposition: str) -> str | None:
+    """The API's exposition once its monitor has exported accuracy and drift."""
+    live = ("wine_api_live_accuracy{", "wine_api_feature_drift{", "wine_api_drift_window_rows ")
+    return exposition if all(name in exposition for name in live) else None
+
+
+def start_webhook(workdir: Path, tracking_uri: str) -> Service:
+    """The retraining webhook as the stack runs it (``python -m model_training.webhook``)."""
+    port = free_port()
+    return start_service(
+        "model-training-webhook",
+        [sys.executable, "-m", "model_training.webhook"],
+        f"http://127.0.0.1:{port}",
+        "/healthz",
+        {
+            "PATH": os.environ["PATH"],
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "WINE_RETRAIN_WEBHOOK_TOKEN": "metric-names-test-token",
+            "WINE_RETRAIN_WEBHOOK_HOST": "127.0.0.1",
+            "WINE_RETRAIN_WEBHOOK_PORT": str(port),
+            "WINE_MONITORING_DB_URL": f"sqlite:///{workdir / 'monitoring.db'}",
+        },
+        workdir / "webhook.log",
+    )
+
+
 @dataclass
 class Exported:
     """What each real service's ``/metrics`` showed."""
@@ -94,10 +158,12 @@ class Exported:
     exporter: str
     api: str
     mlflow: str
+    webhook: str
 
     @property
     def names(self) -> set[str]:
-        return set().union(*map(exported_names, (self.exporter, self.api, self.mlflow)))
+        texts = (self.exporter, self.api, self.mlflow, self.webhook)
+        return set().union(*map(exported_names, texts))
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +179,16 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
         assert trained.returncode == 0, trained.stderr[-3000:]
         exporter = start_exporter(server.url, workdir, EXPORTER_REFRESH_INTERVAL="1")
         services.append(exporter)
-        api = start_api(server.url, workdir)  # returns once the champion is loaded
+        api = start_api(  # returns once the champion is loaded
+            server.url,
+            workdir,
+            WINE_MONITORING_DB_URL=f"sqlite:///{workdir / 'monitoring.db'}",
+            WINE_MONITORING_REFRESH_SECONDS="1",
+            WINE_PREDICTION_LOG_FLUSH_SECONDS="0.2",
+        )
         services.append(api)
+        webhook = start_webhook(workdir, server.url)
+        services.append(webhook)
 
         wine = load_wine_frame()
         first = {name: float(wine[name].iloc[0]) for name in FEATURE_NAMES}
@@ -122,7 +196,18 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
             answer = client.post("/predict", json={**first, "alcohol": 0.132})
             assert answer.status_code == 200, answer.text
             assert answer.json()["warnings"]  # counted as out of range
-            api_text = client.get("/metrics").text
+            labelled = client.post(
+                "/feedback",
+                json={"prediction_id": answer.json()["prediction_id"], "true_class_id": 0},
+            )
+            assert labelled.status_code == 200, labelled.text
+            api_text = api.wait_until(
+                lambda: _with_live_figures(client.get("/metrics").text),
+                "the API's monitor to export live accuracy and drift",
+                timeout=60,
+                interval=0.5,
+            )
+        webhook_text = httpx.get(f"{webhook.url}/metrics", timeout=30).text
         exporter_text = wait_until(
             lambda: _with_champion(exporter.metrics()),
             "the exporter to read the trained champion",
@@ -130,7 +215,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
             interval=0.5,
         )
         mlflow_text = httpx.get(f"{server.ops_url}/metrics", timeout=30).text
-        yield Exported(exporter_text, api_text, mlflow_text)
+        yield Exported(exporter_text, api_text, mlflow_text, webhook_text)
     finally:
         for service in reversed(services):
             service.stop()
@@ -184,7 +269,7 @@ def test_every_name_dashboards_and_rules_read_is_exported(exported: Exported) ->
     missing = {
         name: sorted(places)
         for name, places in read.items()
-        if name not in available and not name.startswith("prometheus_")
+        if name not in available and not name.startswith(("prometheus_", "alertmanager_"))
     }
     assert missing == {}
     # the names the renaming introduced are among those read, and exist
@@ -196,6 +281,27 @@ def test_every_name_dashboards_and_rules_read_is_exported(exported: Exported) ->
         "wine_exporter_refreshes_total",
         "wine_api_input_out_of_range_total",
     } <= set(read) & available
+
+
+def test_the_monitoring_loop_names_are_read_and_exported(exported: Exported) -> None:
+    """The names of the rules and the "Model health" dashboard come from the API's monitor,
+    its prediction log and the retraining webhook, each from the part named."""
+    read = _read_names()
+    texts = {
+        "prediction-api monitor": exported.api,
+        "prediction-api prediction log": exported.api,
+        "model-training-webhook": exported.webhook,
+    }
+    for part, names in MONITORING_LOOP_NAMES.items():
+        assert names <= set(read), f"{part}: {sorted(names - set(read))} are not read"
+        missing = names - exported_names(texts[part])
+        assert not missing, f"{part} does not export {sorted(missing)}"
+    # the rules read what the monitor exports, with the labels they join on
+    assert 'wine_api_live_accuracy{model_version="' in exported.api
+    assert 'wine_api_live_labelled{model_version="' in exported.api
+    assert 'wine_api_feature_drift{feature="alcohol"}' in exported.api
+    assert 'wine_api_feedback_total{outcome="correct"}' in exported.api
+    assert "wine_retraining_sessions_total{alertname=" in exported.webhook
 
 
 def test_the_exporter_names_follow_the_practice(exported: Exported) -> None:
