@@ -18,7 +18,15 @@ import pytest
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 
-from devstack import MlflowServer, Service, postgres_server, run_training, series, start_api
+from devstack import (
+    MlflowServer,
+    Service,
+    metric_value,
+    postgres_server,
+    run_training,
+    series,
+    start_api,
+)
 from wine_mlops.drift import PSI_MAJOR, PSI_MODERATE, FeatureBins
 from wine_mlops.features import FEATURE_NAMES, TARGET, load_wine_frame
 from wine_mlops.model_files import load_version_files
@@ -111,6 +119,12 @@ def api(
         WINE_DRIFT_WINDOW="178",
         **log_env,
     )
+
+    def every_worker_serves() -> bool:
+        text = httpx.get(f"{service.url}/metrics", timeout=10).text
+        return metric_value(text, "wine_api_model_loaded") == 1  # the least of the workers'
+
+    service.wait_until(every_worker_serves, "both workers to load the model")
     yield service
     service.stop()
 
