@@ -11,6 +11,8 @@ The archive is a tar file (``<project>-<UTC time>.tar``) of already-compressed m
                                 every other member
 ``databases/tracking.dump``     ``pg_dump --format=custom`` of the tracking store (``POSTGRES_DB``)
 ``databases/auth.dump``         the same of basic-auth's users and permissions (``MLFLOW_AUTH_DB``)
+``databases/monitoring.dump``   the same of the prediction log (``MONITORING_DB``: predictions and
+                                their feedback), when the stack has one
 ``volumes/mlflow-artifacts.tgz`` the artifact store (volume ``mlflow-artifacts``)
 ``volumes/grafana-data.tgz``    Grafana's state, when the volume ``grafana-data`` exists
 =============================== ================================================================
@@ -18,7 +20,9 @@ The archive is a tar file (``<project>-<UTC time>.tar``) of already-compressed m
 **backup** runs against the running stack: each database is dumped by ``pg_dump`` inside the
 ``mlflow-db`` container (the superuser, over the local socket) from a snapshot that the manifest's
 counts are read from too; the volumes are read by a throwaway container. The archive is written
-to a temporary name and renamed when complete.
+to a temporary name and renamed when complete. A stack whose volume predates the prediction log
+(no database ``MONITORING_DB``) is backed up without ``databases/monitoring.dump``; the manifest
+says why.
 
 **restore** first checks the whole archive (manifest, format, every checksum) and refuses a bad
 one before touching anything; it refuses a stack that already has data. It starts ``mlflow-db``
@@ -26,7 +30,11 @@ only (``mlflow-server`` would create an empty schema and users at its start), re
 staging databases and staging folders, checks their counts against the manifest, and swaps them
 in at the end; on failure the staging parts are dropped and the stack is left empty. The MLflow
 admin's password becomes the current ``MLFLOW_ADMIN_PASSWORD`` (the launcher re-applies the
-service users' passwords itself at its next start).
+service users' passwords itself at its next start). The prediction log's tables are restored as
+the superuser's, without privileges; the ensure step of ``mlflow-db`` (run again at the end)
+grants its roles theirs, and the restore checks that the tables are the superuser's with exactly
+the privileges of ``mlflow-db/monitoring.sql``. An archive without the prediction log (older, or
+of a stack that had none) leaves it empty, as the ensure step made it.
 
 Exit codes: 0 done, 1 failed (nothing half-restored), 2 refused (bad archive, stack not in the
 required state, bad arguments).
@@ -51,15 +59,25 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 FORMAT = "wine-mlops-backup"
-FORMAT_VERSION = 1
+#: 2 added the prediction log (``databases/monitoring.dump``): an older tool, which would restore
+#: such an archive without it, refuses it instead.
+FORMAT_VERSION = 2
+#: Versions this tool restores (a version 1 archive has no prediction log).
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
-DUMPS = {"tracking": "databases/tracking.dump", "auth": "databases/auth.dump"}
+DUMPS = {
+    "tracking": "databases/tracking.dump",
+    "auth": "databases/auth.dump",
+    "monitoring": "databases/monitoring.dump",
+}
 #: Volumes in the archive, by their compose name; the first one is required.
 VOLUMES = {
     "mlflow-artifacts": "volumes/mlflow-artifacts.tgz",
     "grafana-data": "volumes/grafana-data.tgz",
 }
-REQUIRED = (*DUMPS.values(), VOLUMES["mlflow-artifacts"])
+#: Members every archive has; ``databases/monitoring.dump`` is in those whose manifest lists
+#: the prediction log's database without a reason for its absence.
+REQUIRED = (DUMPS["tracking"], DUMPS["auth"], VOLUMES["mlflow-artifacts"])
 
 #: What the manifest counts, per database; read in the dump's own snapshot.
 COUNTS_SQL = {
@@ -74,7 +92,12 @@ COUNTS_SQL = {
     "auth": """SELECT json_build_object(
         'users', (SELECT count(*) FROM users),
         'alembic_revision', (SELECT max(version_num) FROM alembic_version_auth));""",
+    "monitoring": """SELECT json_build_object(
+        'predictions', (SELECT count(*) FROM public.predictions),
+        'feedback', (SELECT count(*) FROM public.feedback));""",
 }
+#: The prediction log's tables (mlflow-db/monitoring.sql).
+MONITORING_TABLES = ("feedback", "predictions")
 _COPY_CHUNK = 1 << 20
 
 
@@ -174,7 +197,8 @@ def verify_archive(archive: Path, into: Path) -> dict[str, Any]:
                 raise RefusedError(f"{archive}: member {twice[0]} appears twice")
             if extra := sorted(set(names) - listed):
                 raise RefusedError(f"{archive}: member {extra[0]} is not in the manifest")
-            if missing := sorted(set(expected) - set(names)) or sorted(set(REQUIRED) - listed):
+            required = required_members(manifest)
+            if missing := sorted(set(expected) - set(names)) or sorted(required - listed):
                 raise RefusedError(f"{archive}: member {missing[0]} is missing")
             for member in members:
                 if member.name != MANIFEST:
@@ -191,14 +215,37 @@ def _read_manifest(archive: Path, stream: IO[bytes] | None) -> dict[str, Any]:
         manifest = None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise RefusedError(f"{archive}: {MANIFEST} is not a {FORMAT} manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in READABLE_VERSIONS:
+        readable = " and ".join(str(version) for version in READABLE_VERSIONS)
         raise RefusedError(
             f"{archive}: format version {manifest.get('format_version')!r} is not known "
-            f"(this version reads {FORMAT_VERSION})"
+            f"(this version reads {readable})"
         )
     if not isinstance(manifest.get("members"), dict):
         raise RefusedError(f"{archive}: {MANIFEST} lists no members")
     return manifest
+
+
+def required_members(manifest: dict[str, Any]) -> set[str]:
+    """The members an archive with this manifest must have: MLflow's databases and artifacts
+    always, the prediction log's dump unless the manifest says why it is absent."""
+    required = set(REQUIRED)
+    databases = manifest.get("databases")
+    monitoring = databases.get("monitoring") if isinstance(databases, dict) else None
+    if isinstance(monitoring, dict) and not monitoring.get("absent"):
+        required.add(DUMPS["monitoring"])
+    return required
+
+
+def monitoring_absence(manifest: dict[str, Any]) -> str:
+    """Why an archive holds no prediction log ("" when it holds one)."""
+    if DUMPS["monitoring"] in manifest["members"]:
+        return ""
+    monitoring = manifest.get("databases", {}).get("monitoring") or {}
+    return str(
+        monitoring.get("absent")
+        or "the archive was made before backups included the prediction log"
+    )
 
 
 def _extract_checked(
@@ -239,7 +286,16 @@ class Stack:
         db_env = self.config["services"]["mlflow-db"]["environment"]
         self.superuser: str = db_env.get("POSTGRES_USER") or "postgres"
         self.role: str = db_env["MLFLOW_DB_USER"]
-        self.databases = {"tracking": db_env["POSTGRES_DB"], "auth": db_env["MLFLOW_AUTH_DB"]}
+        self.databases = {
+            "tracking": db_env["POSTGRES_DB"],
+            "auth": db_env["MLFLOW_AUTH_DB"],
+            "monitoring": db_env.get("MONITORING_DB") or "monitoring",
+        }
+        #: The prediction log's roles: the API's and retraining's (mlflow-db/ensure-roles.sh).
+        self.monitoring_roles: tuple[str, str] = (
+            db_env.get("MONITORING_DB_USER") or "monitoring_app",
+            db_env.get("MONITORING_READER_USER") or "monitoring_reader",
+        )
         self.image: str = self.config["services"]["mlflow-server"]["image"]
 
     @property
@@ -263,6 +319,10 @@ class Stack:
         settings = [f"--variable={name}={value}" for name, value in variables.items()]
         command = [*self.compose, "exec", "-T", "mlflow-db", *self._psql_args(database)]
         return _run([*command, *settings], text_in=sql).stdout.strip()
+
+    def database_exists(self, name: str) -> bool:
+        exists = "SELECT count(*) FROM pg_database WHERE datname = :'db';"
+        return self.psql("postgres", exists, db=name) != "0"
 
     def _psql_args(self, database: str) -> list[str]:
         return ["psql", "-XqAt", "--set=ON_ERROR_STOP=1", "-U", self.superuser, "-d", database]
@@ -401,6 +461,10 @@ def backup(stack: Stack, directory: Path) -> Path:
         # model of a version registered in between.
         for key, member in DUMPS.items():
             database = stack.databases[key]
+            if key == "monitoring" and (absent := _why_no_prediction_log(stack, database)):
+                manifest["databases"][key] = {"name": database, "absent": absent}
+                say(f"  database {database}: not in the archive: {absent}")
+                continue
             path = Path(work) / member
             path.parent.mkdir(parents=True, exist_ok=True)
             step = time.monotonic()
@@ -412,13 +476,16 @@ def backup(stack: Stack, directory: Path) -> Path:
                 )  # fmt: skip
                 counts = json.loads(query(COUNTS_SQL[key]))
                 manifest["postgresql_version"] = query("SHOW server_version;")
-            revision = counts.pop("alembic_revision")
-            manifest["databases"][key] = {"name": database, "alembic_revision": revision}
+            manifest["databases"][key] = {"name": database}
+            schema = ""
+            if revision := counts.pop("alembic_revision", None):
+                manifest["databases"][key]["alembic_revision"] = revision
+                schema = f"; schema {revision}"
             manifest["counts"].update(counts)
             members[member] = path
             say(
                 f"  database {database}: dumped {_size(path.stat().st_size)} in "
-                f"{time.monotonic() - step:.1f} s ({_describe(counts)}; schema {revision})"
+                f"{time.monotonic() - step:.1f} s ({_describe(counts)}{schema})"
             )
         for key, member in VOLUMES.items():
             if key != "mlflow-artifacts" and not stack.volume_exists(key):
@@ -443,6 +510,23 @@ def backup(stack: Stack, directory: Path) -> Path:
         f"restore with: make restore BACKUP={target}"
     )
     return target
+
+
+def _why_no_prediction_log(stack: Stack, database: str) -> str:
+    """Why the stack has no prediction log to back up ("" when it has one)."""
+    if not stack.database_exists(database):
+        return (
+            f"mlflow-db has no database {database} (its volume predates the prediction log; "
+            "the next start of mlflow-db creates it)"
+        )
+    tables = stack.psql(
+        database,
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' "
+        "AND tablename IN ('predictions', 'feedback');",
+    )
+    if tables != str(len(MONITORING_TABLES)):
+        return f"database {database} has no prediction log tables (see mlflow-db's log)"
+    return ""
 
 
 def _read_volume(stack: Stack, key: str, path: Path) -> None:
@@ -483,13 +567,19 @@ def restore(stack: Stack, archive: Path, members: Path, manifest: dict[str, Any]
     started = time.monotonic()
     volumes = [key for key in VOLUMES if key in manifest.get("volumes", {})]
     _refuse_unless_empty(stack, volumes)
-    staging = {key: f"{name[:50]}_restore" for key, name in stack.databases.items()}
+    restored = [key for key in DUMPS if DUMPS[key] in manifest["members"]]
+    staging = {key: f"{stack.databases[key][:50]}_restore" for key in restored}
     try:
-        for key, name in stack.databases.items():
+        for key in restored:
             step = time.monotonic()
             _stage_database(stack, key, staging[key], members / DUMPS[key], manifest)
             took = time.monotonic() - step
-            say(f"  database {name}: restored into {staging[key]} in {took:.1f} s")
+            say(f"  database {stack.databases[key]}: restored into {staging[key]} in {took:.1f} s")
+        if absent := monitoring_absence(manifest):
+            say(
+                f"  database {stack.databases['monitoring']}: not in the archive ({absent}): "
+                "the prediction log stays empty, as mlflow-db's ensure step made it"
+            )
         _set_admin_password(stack, staging["auth"])
         for key in volumes:
             step = time.monotonic()
@@ -513,15 +603,22 @@ def restore(stack: Stack, archive: Path, members: Path, manifest: dict[str, Any]
             ) from exc
         raise
     # After the commit point: the empty databases that mlflow-db made at its start go, and the
-    # ensure step (idempotent) revokes PUBLIC's rights on the renamed ones, checks every owner.
-    for name in stack.databases.values():
-        stack.psql("postgres", 'DROP DATABASE IF EXISTS :"db";', db=f"{name}_replaced")
+    # ensure step (idempotent) revokes PUBLIC's rights on the renamed ones, checks every owner,
+    # and grants the prediction log's roles their privileges on the restored tables.
+    for key in restored:
+        stack.psql("postgres", 'DROP DATABASE IF EXISTS :"db";', db=_replaced(stack, key))
     stack.run("exec", "-T", "mlflow-db", "bash", "/mlflow-db/ensure-roles.sh")
+    _check_prediction_log_privileges(stack)
     counts = manifest["counts"]
     say(
         f"restored {archive} ({_describe(counts)}) in {time.monotonic() - started:.1f} s.\n"
         "Next: make deploy serve (serves the restored champion; make up would also train)"
     )
+
+
+def _replaced(stack: Stack, key: str) -> str:
+    """The name a database that the restore replaces has until it is dropped."""
+    return stack.databases[key] + "_replaced"
 
 
 def _refuse_unless_empty(stack: Stack, volumes: list[str]) -> None:
@@ -536,31 +633,46 @@ def _refuse_unless_empty(stack: Stack, volumes: list[str]) -> None:
     say("  starting mlflow-db only (mlflow-server would create an empty schema at its start)")
     stack.run("up", "--detach", "--wait", "--no-build", "mlflow-db")
     tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public';"
-    for name in stack.databases.values():
-        if stack.psql(name, tables) != "0":
+    for key, name in stack.databases.items():
+        if key != "monitoring" and stack.psql(name, tables) != "0":
             raise RefusedError(f"database {name} holds data: {advice}")
+    # The ensure step made the prediction log's tables at the start of mlflow-db: empty ones.
+    monitoring = stack.databases["monitoring"]
+    if not _why_no_prediction_log(stack, monitoring):
+        rows = stack.psql(
+            monitoring, "SELECT (SELECT count(*) FROM public.predictions) "
+            "+ (SELECT count(*) FROM public.feedback);",
+        )  # fmt: skip
+        if rows != "0":
+            raise RefusedError(f"database {monitoring} holds logged predictions: {advice}")
     say("  the stack is empty: restoring")
 
 
 def _stage_database(
     stack: Stack, key: str, staging: str, dump: Path, manifest: dict[str, Any]
 ) -> None:
+    # MLflow's databases and every object in them belong to MLflow's role; the prediction log
+    # and its tables to the superuser (mlflow-db/monitoring.sql), its roles own nothing.
+    owner = [f"--role={stack.role}"] if key != "monitoring" else []
     stack.psql(
         "postgres",
         'DROP DATABASE IF EXISTS :"db"; CREATE DATABASE :"db" OWNER :"role";\n'
         'REVOKE ALL ON DATABASE :"db" FROM PUBLIC;',
         db=staging,
-        role=stack.role,
+        role=stack.role if key != "monitoring" else stack.superuser,
     )
     with dump.open("rb") as source:
-        # Every object is created by (and so belongs to) the current MLflow role.
+        # Every object is created by (and so belongs to) the role that runs pg_restore; no
+        # privilege is restored (the ensure step grants them).
         stack.run(
             "exec", "-T", "mlflow-db", "pg_restore", "-U", stack.superuser, "-d", staging,
-            "--no-owner", "--no-privileges", f"--role={stack.role}", "--exit-on-error",
+            "--no-owner", "--no-privileges", *owner, "--exit-on-error",
             "--single-transaction", stdin=source,
         )  # fmt: skip
     counts = json.loads(stack.psql(staging, COUNTS_SQL[key]))
-    if counts.pop("alembic_revision") != manifest["databases"][key]["alembic_revision"]:
+    if "alembic_revision" in counts and counts.pop("alembic_revision") != manifest["databases"][
+        key
+    ].get("alembic_revision"):
         raise FailedError(f"database {staging}: alembic revision differs from the manifest's")
     for name, value in counts.items():
         if (expected := manifest["counts"].get(name)) != value:
@@ -588,31 +700,73 @@ def _set_admin_password(stack: Stack, auth_db: str) -> None:
 
 
 def _swap_databases(stack: Stack, staging: dict[str, str]) -> None:
-    names = {
-        "tracking": stack.databases["tracking"],
-        "auth": stack.databases["auth"],
-        "tracking_staging": staging["tracking"],
-        "auth_staging": staging["auth"],
-        "tracking_old": stack.databases["tracking"] + "_replaced",
-        "auth_old": stack.databases["auth"] + "_replaced",
-    }
+    """Renames each staging database to its live name in one transaction; a live one (made
+    empty by mlflow-db at its start) is renamed to ``<name>_replaced`` first."""
+    names: dict[str, str] = {}
+    statements = ["BEGIN;"]
+    for i, (key, staged) in enumerate(staging.items()):
+        names |= {f"live{i}": stack.databases[key], f"staged{i}": staged}
+        names[f"old{i}"] = _replaced(stack, key)
+        if stack.database_exists(stack.databases[key]):
+            statements.append(f'ALTER DATABASE :"live{i}" RENAME TO :"old{i}";')
+        statements.append(f'ALTER DATABASE :"staged{i}" RENAME TO :"live{i}";')
+    statements.append("COMMIT;")
     try:
-        stack.psql(
-            "postgres",
-            """BEGIN;
-            ALTER DATABASE :"tracking" RENAME TO :"tracking_old";
-            ALTER DATABASE :"tracking_staging" RENAME TO :"tracking";
-            ALTER DATABASE :"auth" RENAME TO :"auth_old";
-            ALTER DATABASE :"auth_staging" RENAME TO :"auth";
-            COMMIT;""",
-            **names,
-        )
+        stack.psql("postgres", "\n".join(statements), **names)
     except FailedError:
         # Committed all the same (the answer was lost) when the staging database is gone.
-        staged = "SELECT count(*) FROM pg_database WHERE datname = :'tracking_staging';"
-        if stack.psql("postgres", staged, **names) != "0":
+        if stack.database_exists(names["staged0"]):
             raise
-    say(f"  databases {', '.join(stack.databases.values())} swapped in (one transaction)")
+    swapped = ", ".join(stack.databases[key] for key in staging)
+    say(f"  databases {swapped} swapped in (one transaction)")
+
+
+def _check_prediction_log_privileges(stack: Stack) -> None:
+    """Raises unless the prediction log's tables belong to the superuser, with exactly the
+    privileges that mlflow-db/monitoring.sql grants (after the ensure step)."""
+    database = stack.databases["monitoring"]
+    app, reader = stack.monitoring_roles
+    expected = {
+        ("feedback", app, "INSERT"), ("feedback", app, "SELECT"), ("feedback", reader, "SELECT"),
+        ("predictions", app, "DELETE"), ("predictions", app, "INSERT"),
+        ("predictions", app, "SELECT"), ("predictions", reader, "SELECT"),
+    }  # fmt: skip
+    found = json.loads(stack.psql(database, _PREDICTION_LOG_PRIVILEGES))
+    owners = {table: owner for table, owner in found["owners"]}
+    granted = {(table, grantee, privilege) for table, grantee, privilege in found["grants"]}
+    problems = [
+        f"table {table} belongs to {owners.get(table) or 'nobody (missing)'}"
+        for table in MONITORING_TABLES
+        if owners.get(table) != stack.superuser
+    ]
+    problems += [f"{r} may {p} on {t} (not granted)" for t, r, p in sorted(expected - granted)]
+    problems += [f"{r} may {p} on {t} (granted)" for t, r, p in sorted(granted - expected)]
+    if problems:
+        raise FailedError(
+            f"the data is restored, but in database {database} {'; '.join(problems)}, not "
+            "as mlflow-db/monitoring.sql says: read mlflow-db's log, run "
+            "docker compose exec mlflow-db bash /mlflow-db/ensure-roles.sh and restore again "
+            "if it does not help"
+        )
+    say(
+        f"  database {database}: tables owned by {stack.superuser}, privileges of {app} and "
+        f"{reader} exactly those of mlflow-db/monitoring.sql"
+    )
+
+
+#: The owners of the prediction log's tables, and every privilege on them of anyone but
+#: their owner (grantee PUBLIC included), as JSON.
+_PREDICTION_LOG_PRIVILEGES = """SELECT json_build_object(
+    'owners', (SELECT coalesce(json_agg(json_build_array(relname, pg_get_userbyid(relowner))),
+        '[]') FROM pg_class
+        WHERE relnamespace = 'public'::regnamespace AND relname IN ('predictions', 'feedback')
+        AND relkind = 'r'),
+    'grants', (SELECT coalesce(json_agg(json_build_array(c.relname,
+        CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
+        a.privilege_type)), '[]')
+        FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a
+        WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r'
+        AND a.grantee <> c.relowner));"""
 
 
 def _roll_back(stack: Stack, staging: dict[str, str], volumes: list[str]) -> None:
