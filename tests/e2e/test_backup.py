@@ -5,6 +5,11 @@ after the loss of a machine: every secret of the env file is new (a fresh `make 
 restored MLflow users must log in with the passwords of the current env file, not the backed-up
 ones. The restored stack is started with `make deploy serve`: `make up` would also train a new
 session, which may promote a new version.
+
+The prediction log (database ``monitoring``) goes along: its rows are counted in the manifest and
+in the restored database, its tables are the superuser's with the grants of
+mlflow-db/monitoring.sql again, and the restored API answers feedback on a prediction labelled
+before the backup as already recorded.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import os
 import secrets
 import shutil
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +33,7 @@ from mlflow.tracking import MlflowClient
 
 from model_training.data import load_dataset
 from tests.e2e.conftest import API, Stack
+from wine_mlops.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -68,6 +75,11 @@ def _observe(stack: Stack, downloads: Path) -> dict[str, Any]:
     rows = load_dataset().features.to_dict(orient="records")
     predictions = requests.post(f"{API}/predict/batch", json=rows, timeout=60)
     predictions.raise_for_status()
+    # Every answer has a new prediction_id: the rest of the answer must stay the same.
+    answers = [
+        {key: value for key, value in answer.items() if key != "prediction_id"}
+        for answer in predictions.json()
+    ]
     return {
         "experiments": sorted((e.experiment_id, e.name, e.lifecycle_stage) for e in experiments),
         "runs": sorted(
@@ -86,8 +98,86 @@ def _observe(stack: Stack, downloads: Path) -> dict[str, Any]:
             if path.is_file()
         },
         "report": Path(report).read_bytes(),
-        "predictions": predictions.json(),
+        "predictions": answers,
     }
+
+
+def _psql(stack: Stack, database: str, sql: str) -> str:
+    """One query as the superuser inside mlflow-db (its one-line answer)."""
+    return stack.compose(
+        "exec", "-T", "mlflow-db", "psql", "-U", stack.setting("POSTGRES_USER"), "-d", database,
+        "-XAtc", sql,
+    ).strip()  # fmt: skip
+
+
+def _log_counts(stack: Stack) -> dict[str, int]:
+    """The prediction log's rows, as the manifest counts them."""
+    answer = _psql(
+        stack,
+        "monitoring",
+        "SELECT json_build_object('predictions', (SELECT count(*) FROM predictions),"
+        " 'feedback', (SELECT count(*) FROM feedback))",
+    )
+    return dict(json.loads(answer))
+
+
+def _log_privileges(stack: Stack) -> set[tuple[str, str, str]]:
+    """Owner ("OWNER") and every other role's privileges on the prediction log's tables."""
+    answer = _psql(
+        stack,
+        "monitoring",
+        "SELECT jsonb_agg(jsonb_build_array(relname, pg_get_userbyid(relowner), 'OWNER'))"
+        " || coalesce((SELECT jsonb_agg(jsonb_build_array(c.relname,"
+        "   CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,"
+        "   a.privilege_type)) FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a"
+        "   WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r'"
+        "   AND a.grantee <> c.relowner), '[]')"
+        " FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r'",
+    )
+    return {(table, role, privilege) for table, role, privilege in json.loads(answer)}
+
+
+#: What mlflow-db/monitoring.sql grants (the stack's default role names).
+MONITORING_SQL_PRIVILEGES = {
+    ("predictions", "monitoring_app", "SELECT"), ("predictions", "monitoring_app", "INSERT"),
+    ("predictions", "monitoring_app", "DELETE"), ("feedback", "monitoring_app", "SELECT"),
+    ("feedback", "monitoring_app", "INSERT"), ("predictions", "monitoring_reader", "SELECT"),
+    ("feedback", "monitoring_reader", "SELECT"),
+}  # fmt: skip
+
+
+def _label_predictions() -> list[dict[str, Any]]:
+    """Ten wines predicted, five of them labelled with their true class through the API."""
+    dataset = load_dataset()
+    wines = dataset.features.head(10).to_dict(orient="records")
+    answers = requests.post(f"{API}/predict/batch", json=wines, timeout=30)
+    answers.raise_for_status()
+    feedback = [
+        {"prediction_id": answer["prediction_id"], "true_class_id": int(true_class)}
+        for answer, true_class in zip(answers.json(), dataset.target.head(10), strict=True)
+    ]
+    wait_until(  # the predictions reach the log within a flush interval
+        lambda: (
+            requests.post(f"{API}/feedback/batch", json=feedback[:5], timeout=30).status_code == 200
+        ),
+        "feedback to be accepted",
+        timeout=30,
+        interval=1,
+    )
+    return feedback
+
+
+def _settled_log_counts(stack: Stack) -> dict[str, int]:
+    """The log's counts once no row is on its way (the same in two reads 2 s apart)."""
+    readings = [_log_counts(stack)]
+
+    def unchanged() -> bool:
+        time.sleep(2)  # four flush intervals of the e2e stack
+        readings.append(_log_counts(stack))
+        return readings[-1] == readings[-2]
+
+    wait_until(unchanged, "the prediction log to settle", timeout=60, interval=0)
+    return readings[-1]
 
 
 def _manifest(archive: Path) -> dict[str, Any]:
@@ -137,19 +227,29 @@ def backed_up(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     """The running stack as seen before, and the archive `make backup` wrote of it."""
     workdir = tmp_path_factory.mktemp("backup")
     before = _observe(stack, workdir / "before")
+    labelled = _label_predictions()
+    log = _settled_log_counts(stack)
+    assert log["feedback"] >= 5
     result = stack.make("backup", f"BACKUP_DIR={workdir / 'backups'}")
     archives = list((workdir / "backups").iterdir())
     assert len(archives) == 1, archives  # one archive, no temporary file left
     assert archives[0].name.startswith("wine-mlops-e2e-")
     assert archives[0].name.endswith("Z.tar")
     assert f"wrote {archives[0]}" in result.stdout
-    return {"before": before, "archive": archives[0], "workdir": workdir}
+    return {
+        "before": before,
+        "archive": archives[0],
+        "workdir": workdir,
+        "log": log,
+        "labelled": labelled,
+    }
 
 
 def test_the_manifest_counts_what_mlflow_shows(stack: Stack, backed_up: dict[str, Any]) -> None:
     manifest = _manifest(backed_up["archive"])
     before = backed_up["before"]
     assert manifest["format"] == "wine-mlops-backup"
+    assert manifest["format_version"] == 2
     assert manifest["mlflow_version"] == mlflow.__version__
     assert manifest["postgresql_version"].startswith("15.")
     assert manifest["databases"]["tracking"]["alembic_revision"]
@@ -161,12 +261,16 @@ def test_the_manifest_counts_what_mlflow_shows(stack: Stack, backed_up: dict[str
         "model_versions": len(before["versions"]),
         "aliases": sum(len(aliases) for aliases in before["aliases"].values()),
         "users": len(before["users"]),
+        "predictions": backed_up["log"]["predictions"],
+        "feedback": backed_up["log"]["feedback"],
         "artifact_files": manifest["volumes"]["mlflow-artifacts"]["files"],
     }
+    assert manifest["databases"]["monitoring"] == {"name": "monitoring"}
     assert manifest["counts"]["artifact_files"] > 10 * manifest["counts"]["model_versions"] > 0
     assert set(manifest["members"]) == {
         "databases/tracking.dump",
         "databases/auth.dump",
+        "databases/monitoring.dump",
         "volumes/mlflow-artifacts.tgz",
     } | ({"volumes/grafana-data.tgz"} if not stack.airgap else set())
 
@@ -215,12 +319,18 @@ def test_destroy_and_restore_with_new_secrets_loses_nothing(
         "exec", "-T", "mlflow-db", "psql", "-U", superuser, "-d", "postgres", "-Atc",
         "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1",
     )  # fmt: skip
-    assert databases.split() == sorted(["mlflow", "mlflow_auth", "postgres"])
+    assert databases.split() == sorted(["mlflow", "mlflow_auth", "monitoring", "postgres"])
+    assert _log_counts(stack) == {"predictions": 0, "feedback": 0}
     # (The restore below also finds the artifact volume empty, or it would refuse.)
 
     restored = stack.make("restore", f"BACKUP={backed_up['archive']}")
     assert "every checksum matches" in restored.stdout
     assert _running(stack) == {"mlflow-db"}  # mlflow-server starts only on restored databases
+    # The prediction log: every row, tables of the superuser with monitoring.sql's grants.
+    assert _log_counts(stack) == backed_up["log"]
+    superuser = stack.setting("POSTGRES_USER")
+    owners = {("predictions", superuser, "OWNER"), ("feedback", superuser, "OWNER")}
+    assert _log_privileges(stack) == owners | MONITORING_SQL_PRIVILEGES
     stack.make("deploy", "serve")
 
     after = _observe(stack, backed_up["workdir"] / "after")
@@ -230,3 +340,10 @@ def test_destroy_and_restore_with_new_secrets_loses_nothing(
     # Every user logs in with the current env file's password, and only with it.
     assert _can_read_the_model(stack, stack.login("prediction-api")) == 200
     assert _can_read_the_model(stack, old_api_login) == 401
+    # The API (logging in to the log with the new password) finds the labels given before the
+    # backup, and records new ones on predictions made before it.
+    labelled = backed_up["labelled"]
+    answers = requests.post(f"{API}/feedback/batch", json=labelled, timeout=30)
+    assert answers.status_code == 200, answers.text
+    assert [a["recorded"] for a in answers.json()] == [False] * 5 + [True] * 5
+    assert [a["prediction_id"] for a in answers.json()] == [f["prediction_id"] for f in labelled]
