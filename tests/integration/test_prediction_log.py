@@ -34,7 +34,8 @@ from devstack import (
     start_api,
     start_mlflow_server,
 )
-from wine_mlops.features import FEATURE_NAMES, load_wine_frame
+from tests.prediction_api.browser import check_form
+from wine_mlops.features import CLASS_NAMES, FEATURE_NAMES, load_wine_frame
 from wine_mlops.monitoring_db import feedback, predictions
 from wine_mlops.waiting import wait_until
 
@@ -212,6 +213,23 @@ def test_feedback_round_trips_through_either_worker(stack: LoggedStack) -> None:
         assert stored[item["prediction_id"]] == item["true_class_id"]
     assert metric(stack, "wine_api_feedback_total", outcome="correct") == 8
     assert metric(stack, "wine_api_feedback_total", outcome="wrong") == 3
+
+
+def test_the_form_sends_the_true_cultivar_and_shows_what_was_recorded(
+    stack: LoggedStack, tmp_path: Path
+) -> None:
+    before = labels(stack)
+    shot = tmp_path / "form-feedback.png"
+    seen = check_form(stack.api.url, sample_class_id=2, screenshot=shot)
+    assert seen.cultivar == CLASS_NAMES[2]
+    assert seen.feedback_buttons == list(CLASS_NAMES)
+    assert seen.feedback_message == (
+        f"Thank you: recorded {CLASS_NAMES[2]}, the prediction was right."
+    )
+    new = {pid: label for pid, label in labels(stack).items() if pid not in before}
+    assert list(new.values()) == [2]
+    assert seen.external_requests == []
+    assert shot.read_bytes().startswith(b"\x89PNG")
 
 
 def test_a_stopped_database_never_fails_a_prediction_and_the_log_resumes(

@@ -30,18 +30,24 @@ class FormCheck:
         bars: Each probability bar's label and shown value (e.g. ``("Cultivar 1", "99.8 %")``).
         invalid_message: The message shown after a negative value was entered.
         external_requests: Requests to any other host (must be none: no CDN).
+        feedback_buttons: The "It was actually:" buttons under the answer.
+        feedback_message: What the form said after the sample's own cultivar was pressed
+            there (recorded, or why not, e.g. the prediction log is off).
     """
 
     cultivar: str
     bars: list[tuple[str, str]]
     invalid_message: str
     external_requests: list[str]
+    feedback_buttons: list[str]
+    feedback_message: str
 
 
 def check_form(
     base_url: str, sample_class_id: int = 0, screenshot: Path | None = None
 ) -> FormCheck:
-    """Opens the form, fills in a cultivar's typical sample, predicts, then tries bad input.
+    """Opens the form, fills in a cultivar's typical sample, predicts, answers "It was
+    actually:" with that cultivar, then tries bad input.
 
     Args:
         base_url: The API's address, e.g. ``http://127.0.0.1:7654``.
@@ -78,6 +84,10 @@ def check_form(
                 )
                 for i in range(page.locator("#bars .bar").count())
             ]
+            buttons = page.locator("#feedback-classes button").all_inner_texts()
+            page.click(f"#feedback-classes button[data-class-id='{sample_class_id}']")
+            page.wait_for_selector("#feedback-result:not([hidden])")
+            feedback = page.inner_text("#feedback-result")
             if screenshot is not None:
                 page.screenshot(path=str(screenshot), full_page=True)
 
@@ -87,7 +97,7 @@ def check_form(
             invalid = page.inner_text("#message")
         finally:
             browser.close()
-    return FormCheck(cultivar, bars, invalid, external)
+    return FormCheck(cultivar, bars, invalid, external, buttons, feedback)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 // The wine form: built from GET /features, posts to POST /predict, draws the probabilities
-// and shows each out-of-range warning of the answer beside its field.
+// and shows each out-of-range warning of the answer beside its field. Under the answer, the
+// true cultivar can be sent back (POST /feedback with the answer's prediction_id).
 "use strict";
 
-const state = { features: [] };
+const state = { features: [], classes: [], predictionId: null };
 
 function fieldLabel(name) {
   const f = state.features.find((feature) => feature.name === name);
@@ -106,6 +107,14 @@ function buildForm(spec) {
     box.append(label, input, range, warning);
     fields.append(box);
   }
+  state.classes = spec.samples.map((s) => ({ id: s.class_id, name: s.class_name }));
+  const choices = document.getElementById("feedback-classes");
+  for (const c of state.classes) {
+    const button = el("button", { type: "button", "data-class-id": String(c.id),
+      "aria-pressed": "false" }, c.name);
+    button.addEventListener("click", () => sendFeedback(c));
+    choices.append(button);
+  }
   const samples = document.getElementById("samples");
   for (const sample of spec.samples) {
     const button = el("button", { type: "button", "data-class-id": String(sample.class_id) },
@@ -152,9 +161,73 @@ function drawResult(answer) {
   showWarnings(answer.warnings);
   document.getElementById("served-by").textContent =
     "Model " + answer.model_name + " version " + answer.model_version;
+  resetFeedback(answer.prediction_id);
   document.getElementById("message").hidden = true;
   document.getElementById("placeholder").hidden = true;
   document.getElementById("result").hidden = false;
+}
+
+function resetFeedback(predictionId) {
+  state.predictionId = predictionId || null;
+  document.getElementById("feedback").hidden = !state.predictionId;
+  const result = document.getElementById("feedback-result");
+  result.hidden = true;
+  result.textContent = "";
+  result.removeAttribute("data-outcome");
+  for (const button of document.querySelectorAll("#feedback-classes button")) {
+    button.disabled = false;
+    button.setAttribute("aria-pressed", "false");
+  }
+}
+
+function showFeedback(text, outcome) {
+  const result = document.getElementById("feedback-result");
+  result.textContent = text;
+  result.dataset.outcome = outcome;
+  result.hidden = false;
+}
+
+async function sendFeedback(trueClass) {
+  const predictionId = state.predictionId;
+  if (!predictionId) return;
+  const buttons = document.querySelectorAll("#feedback-classes button");
+  for (const button of buttons) button.disabled = true;
+  let done = false;
+  try {
+    const response = await fetch("/feedback", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ prediction_id: predictionId, true_class_id: trueClass.id }),
+    });
+    let body = null;
+    try { body = await response.json(); } catch (_) { body = null; }
+    if (predictionId !== state.predictionId) return;  // a newer prediction is shown
+    if (response.ok && body) {
+      done = true;
+      for (const button of buttons) {
+        button.setAttribute("aria-pressed", String(button.dataset.classId === String(trueClass.id)));
+      }
+      const verdict = body.correct ? "the prediction was right" : "the prediction was wrong";
+      showFeedback((body.recorded ? "Thank you: recorded " : "Already recorded: ") +
+        trueClass.name + ", " + verdict + ".", body.correct ? "right" : "wrong");
+    } else if (response.status === 409) {
+      done = true;
+      showFeedback("Another cultivar was recorded for this prediction before; it is kept." +
+        (body && body.detail ? "\n(" + body.detail + ")" : ""), "error");
+    } else if (response.status === 503) {
+      showFeedback("Feedback cannot be recorded right now" +
+        (body && body.detail ? ": " + body.detail : "."), "error");
+    } else {
+      showFeedback("Feedback was refused (HTTP " + response.status + ")" +
+        (body && body.detail ? ": " + body.detail : "."), "error");
+    }
+  } catch (error) {
+    showFeedback("Could not reach the prediction service: " + error.message, "error");
+  } finally {
+    if (!done && predictionId === state.predictionId) {
+      for (const button of buttons) button.disabled = false;
+    }
+  }
 }
 
 async function predict(event) {
