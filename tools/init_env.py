@@ -3,7 +3,7 @@
     python3 tools/init_env.py [--env .env] [--example .env.example] [--secrets .secrets]
 
 1. ``.env`` missing: it is copied from ``.env.example`` with every empty secret (a variable
-   ending in ``_PASSWORD`` or ``_SECRET_KEY``) set to a fresh random value, mode 600.
+   ending in ``_PASSWORD``, ``_SECRET_KEY`` or ``_TOKEN``) set to a fresh random value, mode 600.
 2. ``.env`` present (e.g. from an earlier version of the stack): variables that the example
    has and ``.env`` lacks are appended (secrets random, others with the example's value), and
    empty secrets are filled. A value already set is never changed.
@@ -30,7 +30,7 @@ _LINE = re.compile(r"^([A-Z][A-Z0-9_]*)=(.*)$")
 
 def is_secret(name: str) -> bool:
     """True for the variables whose values are secrets."""
-    return name.endswith(("_PASSWORD", "_SECRET_KEY"))
+    return name.endswith(("_PASSWORD", "_SECRET_KEY", "_TOKEN"))
 
 
 def secret_file_name(name: str) -> str:
