@@ -35,7 +35,7 @@ _RATIO = re.compile(
     r"|onnx_max_abs_diff)"
 )
 #: Scores without a unit.
-_UNITLESS = re.compile(r"(?:best_|champion_)?(?:log_loss|onnx_label_mismatches)")
+_UNITLESS = re.compile(r"(?:best_|champion_)?(?:log_loss|onnx_label_mismatches|feedback_rows)")
 #: Keys that already name a base unit.
 _WITH_UNIT = re.compile(r"[a-z][a-z0-9_]*_(?:seconds|bytes|ratio)")
 #: Names the collectors use for other facts; a key may not take them.
