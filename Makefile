@@ -22,7 +22,8 @@ COMPOSE := docker compose --env-file $(ENV_FILE)
 
 # Long-running services of the stack (model-training is a one-shot job). The serving ones
 # are started after training: they are ready only once a champion model exists.
-SERVICES := mlflow-db mlflow-server mlflow-exporter prometheus grafana
+SERVICES := mlflow-db mlflow-server mlflow-exporter model-training-webhook prometheus \
+  alertmanager grafana
 SERVING := prediction-api
 
 # AIRGAP=1: build and use local stand-ins of the upstream base images (airgap/build.sh),
@@ -35,6 +36,7 @@ SERVICES := $(filter-out grafana,$(SERVICES))
 export PYTHON_IMAGE := wine-mlops-airgap/python:3.11
 export POSTGRES_IMAGE := wine-mlops-airgap/postgres:15
 export PROMETHEUS_IMAGE := wine-mlops-airgap/prometheus:2
+export ALERTMANAGER_IMAGE := wine-mlops-airgap/alertmanager:0.25
 # The classic builder: machines without a registry usually have no buildx either.
 export DOCKER_BUILDKIT := 0
 AIRGAP_DEPS := airgap-images
@@ -42,7 +44,7 @@ endif
 GIT_COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
 export GIT_COMMIT
 
-.PHONY: help install lock env lint test e2e bench up build train-stack train dev urls down \
+.PHONY: help install lock env lint test e2e bench up build train-stack retrain train dev urls down \
         destroy-data logs ps airgap-images clean dashboards backup restore
 
 help: ## Show this help
@@ -102,7 +104,7 @@ dashboards: $(BIN)/.installed ## Regenerate grafana/dashboards/*.json from grafa
 	$(BIN)/python -m grafana.dashboards_as_code
 
 airgap-images: ## Build local stand-ins for the upstream base images from Debian packages
-	bash airgap/build.sh python postgres prometheus
+	bash airgap/build.sh python postgres prometheus alertmanager
 
 build: env $(AIRGAP_DEPS) ## Build the images
 	$(COMPOSE) build
@@ -112,6 +114,9 @@ up: build ## Build, start, wait until healthy, train, print the URLs (AIRGAP=1 w
 
 train-stack: env ## Run the training container against the stack's MLflow
 	$(COMPOSE) run --rm -T model-training $(TRAIN_ARGS)
+
+retrain: env ## Retrain now on the data plus the labelled production rows (what a retraining alert starts)
+	$(COMPOSE) run --rm -T --entrypoint python3 model-training-webhook -m model_training --with-feedback $(TRAIN_ARGS)
 
 train: $(BIN)/.installed ## Train as a local process against MLFLOW_TRACKING_URI (ARGS="--data f.csv")
 	MLFLOW_TRACKING_URI=$(MLFLOW_TRACKING_URI) $(BIN)/python -m model_training $(ARGS)
@@ -124,6 +129,7 @@ urls: ## Print the URLs of the running stack
 	@echo "Prediction form:    http://$$($(COMPOSE) port prediction-api 7654)/  (API docs: /docs)"
 	@echo "MLflow exporter:    http://$$($(COMPOSE) port mlflow-exporter 8000)/metrics"
 	@echo "Prometheus:         http://$$($(COMPOSE) port prometheus 9090)"
+	@echo "Alertmanager:       http://$$($(COMPOSE) port alertmanager 9093)  (alerts that retrain: model-training-webhook)"
 	@if grafana="$$($(COMPOSE) port grafana 3000 2>/dev/null)"; then echo "Grafana:            http://$$grafana  (user admin)"; \
 	 else echo "Grafana:            not running (never with AIRGAP=1)"; fi
 

@@ -21,6 +21,8 @@ PUBLISHED = {
     "mlflow-exporter": {8000},
     "prediction-api": {7654},
     "prometheus": {9090},
+    "alertmanager": {9093},
+    "model-training-webhook": {8090},  # /status of retraining; Alertmanager's calls need the token
     "grafana": {3000},
     "jenkins": {8080},
 }

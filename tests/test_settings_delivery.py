@@ -20,15 +20,18 @@ from pydantic_settings import BaseSettings
 from mlflow_exporter.settings import ExporterSettings
 from mlflow_server.launch import ServerSettings
 from model_training.settings import TrainingSettings
+from model_training.webhook import WebhookSettings
 from prediction_api.settings import ApiSettings
 from tests.support.processes import REPO, compose_config, make_env
 
-#: The Python services and the settings class each reads.
-SERVICES: dict[str, type[BaseSettings]] = {
-    "mlflow-server": ServerSettings,
-    "model-training": TrainingSettings,
-    "mlflow-exporter": ExporterSettings,
-    "prediction-api": ApiSettings,
+#: The Python services and the settings classes each reads (the webhook's sessions read the
+#: training settings from its environment).
+SERVICES: dict[str, tuple[type[BaseSettings], ...]] = {
+    "mlflow-server": (ServerSettings,),
+    "model-training": (TrainingSettings,),
+    "model-training-webhook": (WebhookSettings, TrainingSettings),
+    "mlflow-exporter": (ExporterSettings,),
+    "prediction-api": (ApiSettings,),
 }
 
 #: README variables of the host side that share a name with a setting inside a container
@@ -57,6 +60,11 @@ WIRING = {
     "MLFLOW_ARTIFACTS_DESTINATION",  # the volume's mount point
     "MLFLOW_PROMETHEUS_DIR",
     "MLFLOW_SERVER_ALLOWED_HOSTS",
+    "WINE_MONITORING_DB_URL",  # built from MONITORING_DB and the service's own role
+    "WINE_MONITORING_DB_PASSWORD_FILE",  # that role's secret file
+    "WINE_RETRAIN_WEBHOOK_TOKEN",  # RETRAINING_WEBHOOK_TOKEN's secret file
+    "WINE_RETRAIN_WEBHOOK_HOST",
+    "WINE_RETRAIN_WEBHOOK_PORT",
 }
 
 #: A distinctive, valid value for each documented variable a settings class reads (the
@@ -107,6 +115,17 @@ VALUES = {
     "EXPORTER_RUN_NAME_SUFFIX": r"-v\d+$",
     "MLFLOW_WORKERS": "3",
     "MLFLOW_AUTH_CACHE_SECONDS": "17",
+    "WINE_PREDICTION_LOG_QUEUE": "777",
+    "WINE_PREDICTION_LOG_BATCH": "77",
+    "WINE_PREDICTION_LOG_FLUSH_SECONDS": "0.7",
+    "WINE_PREDICTION_LOG_RETENTION_DAYS": "7",
+    "WINE_MONITORING_REFRESH_SECONDS": "7.5",
+    "WINE_LIVE_ACCURACY_WINDOW": "71",
+    "WINE_DRIFT_WINDOW": "72",
+    "WINE_RETRAIN_COOLDOWN_SECONDS": "707",
+    "WINE_RETRAIN_SESSION_TIMEOUT_SECONDS": "1707",
+    "WINE_RETRAIN_STOP_SECONDS": "17",
+    "WINE_FEEDBACK_MAX_ROWS": "7007",
 }
 
 
@@ -118,20 +137,23 @@ def documented() -> set[str]:
     return {name for row in rows for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split("|")[1])}
 
 
-def env_names(settings: type[BaseSettings]) -> dict[str, str]:
-    """Environment name → field name of every field of a settings class."""
+def env_names(*classes: type[BaseSettings]) -> dict[str, str]:
+    """Environment name → field name of every field of the settings classes."""
     names = {}
-    for field_name, field in settings.model_fields.items():
-        alias = field.validation_alias if isinstance(field.validation_alias, str) else field.alias
-        names[alias or field_name.upper()] = field_name
+    for settings in classes:
+        for field_name, field in settings.model_fields.items():
+            alias = (
+                field.validation_alias if isinstance(field.validation_alias, str) else field.alias
+            )
+            names[alias or field_name.upper()] = field_name
     return names
 
 
 def readers(variable: str) -> set[str]:
-    """The services whose settings class reads a variable (none for a host-side one)."""
+    """The services whose settings classes read a variable (none for a host-side one)."""
     if variable in HOST_SIDE:
         return set()
-    return {name for name, cls in SERVICES.items() if variable in env_names(cls)}
+    return {name for name, classes in SERVICES.items() if variable in env_names(*classes)}
 
 
 def _holds(value: object, text: str) -> bool:
@@ -175,7 +197,7 @@ def test_every_documented_variable_is_in_env_example() -> None:
 
 
 def test_every_settings_field_is_documented_or_wiring() -> None:
-    fields = {name for cls in SERVICES.values() for name in env_names(cls)}
+    fields = {name for classes in SERVICES.values() for name in env_names(*classes)}
     assert fields - documented() - WIRING == set(), "document them in README Configuration"
     assert WIRING - fields == set(), "no longer a settings field: drop it from WIRING"
 
@@ -207,20 +229,21 @@ def test_each_service_settings_hold_the_distinctive_values(
 ) -> None:
     files = {f"/run/secrets/{n}": s["file"] for n, s in rendered["secrets"].items()}
     dotenv: dict[str, str] = rendered["_dotenv"]
-    for name, cls in SERVICES.items():
+    for name, classes in SERVICES.items():
         for key in list(os.environ):
             monkeypatch.delenv(key)
         for key, rendered_value in (rendered["services"][name].get("environment") or {}).items():
             value = rendered_value.replace("$$", "$")  # `compose config` escapes a literal $
             monkeypatch.setenv(key, files.get(value, value) if key.endswith("_FILE") else value)
-        settings = cls()
-        fields = env_names(cls)
-        for variable in documented():
-            if name in readers(variable):
-                value = getattr(settings, fields[variable])
-                assert _holds(value, dotenv[variable]), f"{name}: {variable}={value!r}"
-                if not variable.endswith(("_PASSWORD", "_SECRET_KEY")):
-                    assert dotenv[variable] == VALUES[variable]
+        for cls in classes:
+            settings = cls()
+            fields = env_names(cls)
+            for variable in documented():
+                if variable in fields and name in readers(variable):
+                    value = getattr(settings, fields[variable])
+                    assert _holds(value, dotenv[variable]), f"{name}: {variable}={value!r}"
+                    if not variable.endswith(("_PASSWORD", "_SECRET_KEY")):
+                        assert dotenv[variable] == VALUES[variable]
 
 
 def test_blank_settings_mean_the_defaults_of_the_settings_classes(
