@@ -58,8 +58,9 @@ FIRST_BACKOFF_SECONDS: Final = 0.5
 DROP_REPORT_SECONDS: Final = 60.0
 #: Retention runs at most this often (seconds).
 RETENTION_EVERY_SECONDS: Final = 3600.0
-#: Seconds the app's shutdown waits for the writer to write what is queued.
-STOP_SECONDS: Final = 5.0
+#: Seconds the app's shutdown waits for the writer to write what is queued (within the
+#: workers' graceful shutdown, :data:`prediction_api.__main__.GRACEFUL_WORKERS_SECONDS`).
+STOP_SECONDS: Final = 3.0
 #: Threads of the feedback pool: as many feedback requests at once as wait on the database.
 FEEDBACK_THREADS: Final = 4
 #: Below this many ids, one wine's way of formatting is quicker than the batch way.
@@ -202,6 +203,7 @@ class PredictionLog:
         self._unreported: dict[str, int] = {"queue_full": 0, "db_error": 0}
         self._last_error = ""
         self._last_report = -DROP_REPORT_SECONDS
+        self._last_connect_report = -DROP_REPORT_SECONDS
         self._next_retention = 0.0
         self._dropped_children = {
             reason: metrics.prediction_log_dropped.labels(reason)
@@ -318,12 +320,17 @@ class PredictionLog:
         try:
             return monitoring_db.connect(self.url, self.password_file)
         except (OSError, ValueError, SQLAlchemyError) as exc:
-            self._last_error = f"{type(exc).__name__}: {exc}"
-            log.error(
-                "prediction log: cannot use %s: %s (retrying)",
-                monitoring_db.safe_url(self.url),
-                exc,
-            )
+            error = f"{type(exc).__name__}: {exc}"
+            now = time.monotonic()
+            # once, then again when it changes or after a quiet DROP_REPORT_SECONDS
+            if error != self._last_error or now - self._last_connect_report >= DROP_REPORT_SECONDS:
+                self._last_connect_report = now
+                log.error(
+                    "prediction log: cannot use %s: %s (retrying)",
+                    monitoring_db.safe_url(self.url),
+                    exc,
+                )
+            self._last_error = error
             return None
 
     # -- the writer thread ------------------------------------------------------------------
@@ -338,13 +345,17 @@ class PredictionLog:
             self._wake.clear()
             self._urgent.clear()
             stopping = self._stopping.is_set()
-            written = self._write(self._take())
+            try:
+                written = self._write(self._take())
+                if written and not stopping:
+                    self._retain()
+                self._report()
+            except Exception:  # the writer must outlive any surprise
+                log.exception("prediction log: the writer failed; it carries on")
+                written = False
             delay = (
                 0.0 if written else min(max(delay * 2, FIRST_BACKOFF_SECONDS), MAX_BACKOFF_SECONDS)
             )
-            if written and not stopping:
-                self._retain()
-            self._report()
             if stopping:
                 return
 
@@ -363,34 +374,34 @@ class PredictionLog:
         Returns:
             False when the database failed (the writer then backs off).
         """
-        ok = True
+        if not entries:
+            return True
+        total = sum(len(entry[5]) for entry in entries)
+        done = 0
         try:
-            if not entries:
-                return True
             rows = self._rows(entries)
-            engine = self._engine or self._reconnect()
-            done = 0
+            engine = self._engine or self._reconnect()  # None: no password file to read
             if engine is not None:
-                try:
-                    for start in range(0, len(rows), self.batch_rows):
-                        chunk = rows[start : start + self.batch_rows]
-                        with engine.begin() as connection:
-                            connection.execute(predictions.insert(), chunk)
-                        done += len(chunk)
-                        self.metrics.prediction_log_rows.inc(len(chunk))
-                except SQLAlchemyError as exc:
-                    self._last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
-            if done < len(rows):
-                ok = False
-                self._dropped_children["db_error"].inc(len(rows) - done)
-                with self._lock:
-                    self._unreported["db_error"] += len(rows) - done
-            return ok
+                for start in range(0, len(rows), self.batch_rows):
+                    chunk = rows[start : start + self.batch_rows]
+                    with engine.begin() as connection:
+                        connection.execute(predictions.insert(), chunk)
+                    done += len(chunk)
+                    self.metrics.prediction_log_rows.inc(len(chunk))
+        except SQLAlchemyError as exc:
+            self._last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+        except Exception as exc:  # not the database's fault, but the rows are lost all the same
+            log.exception("prediction log: rows could not be written")
+            self._last_error = f"{type(exc).__name__}: {exc}"
         finally:
-            if entries:
-                with self._done:
-                    self._done_seq = entries[-1][0]
-                    self._done.notify_all()
+            if done < total:
+                self._dropped_children["db_error"].inc(total - done)
+                with self._lock:
+                    self._unreported["db_error"] += total - done
+            with self._done:
+                self._done_seq = entries[-1][0]
+                self._done.notify_all()
+        return done == total
 
     def _reconnect(self) -> Engine | None:
         self._engine = self._connect()
@@ -506,10 +517,8 @@ class PredictionLog:
             LogUnavailableError: The database cannot be reached.
         """
         engine = self._engine or self._reconnect()
-        if engine is None:
-            raise LogUnavailableError(
-                f"the monitoring database cannot be reached ({self._last_error})"
-            )
+        if engine is None:  # the reason (an unreadable password file) is in the log
+            raise LogUnavailableError("the monitoring database cannot be reached")
         try:
             for _attempt in range(3):
                 try:

@@ -232,3 +232,20 @@ def test_predictions_older_than_the_retention_period_are_deleted_with_their_feed
     assert problem(gone, 404)["detail"].startswith(f"no logged prediction has the id {old}")
     kept = api.post("/feedback", json={"prediction_id": recent, "true_class_id": 0})
     assert kept.json()["recorded"] is False  # its feedback is still there
+
+
+def test_an_unreadable_password_file_loses_counted_rows_and_refuses_feedback(
+    logged, wine, tmp_path: Path
+) -> None:
+    secret = tmp_path / "monitoring-db-password"  # not there yet, as a secret not mounted
+    api = logged(WINE_MONITORING_DB_PASSWORD_FILE=str(secret))
+    assert api.post("/predict", json=rows_of(wine, 0)[0]).status_code == 200
+    wait_for(
+        lambda: log_metric(api, "wine_api_prediction_log_dropped_total", reason="db_error") == 1
+    )
+    refused = problem(
+        api.post("/feedback", json={"prediction_id": str(uuid.uuid4()), "true_class_id": 0}), 503
+    )
+    assert "monitoring database cannot be reached" in refused["detail"]
+    assert str(secret) not in refused["detail"]  # paths stay in the log
+    assert api.post("/predict", json=rows_of(wine, 1)[0]).status_code == 200
