@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,11 @@ def test_dev_runner_trains_a_champion_into_local_state(tmp_path: Path) -> None:
     champion = client.get_model_version_by_alias("wine-classifier", "champion")
     assert champion.tags["model_family"] == "LogisticRegression"
     assert any((state / "artifacts").rglob("*.png"))
+    # The API's prediction log (feedback, live accuracy, drift) is an SQLite file there.
+    with sqlite3.connect(state / "monitoring.db") as log:
+        tables = {row[0] for row in log.execute("SELECT name FROM sqlite_master")}
+    assert {"predictions", "feedback"} <= tables
+    assert "prediction log" in result.stderr
     assert "stopping mlflow-server" in result.stderr
     assert "stopping prediction-api" in result.stderr
     assert "stopping mlflow-exporter" in result.stderr

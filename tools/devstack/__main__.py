@@ -104,16 +104,29 @@ def main(argv: list[str] | None = None) -> int:
         if training.returncode != 0:
             log.error("training failed with exit code %d", training.returncode)
             return training.returncode
-        api = start_api(server.url, state, port=args.api_port, **as_user("prediction-api"))
+        # The prediction log (feedback, live accuracy, drift) on an SQLite file, unless the
+        # caller names another database.
+        prediction_log = os.environ.get("WINE_MONITORING_DB_URL") or (
+            f"sqlite:///{state / 'monitoring.db'}"
+        )
+        api = start_api(
+            server.url,
+            state,
+            port=args.api_port,
+            WINE_MONITORING_DB_URL=prediction_log,
+            **as_user("prediction-api"),
+        )
         services[api.name] = api
         log.info(
             "ready:\n  MLflow UI        %s  (user admin, password in %s)\n  prediction form  %s/"
-            "\n  API docs         %s/docs\n  exporter         %s/metrics\n  state            %s",
+            "\n  API docs         %s/docs\n  exporter         %s/metrics\n  prediction log   %s"
+            "\n  state            %s",
             server.url,
             state / "logins.json",
             api.url,
             api.url,
             exporter.url,
+            prediction_log,
             state,
         )
         if args.once:
