@@ -4,7 +4,10 @@ It validates a wine as the API does (13 required floats) and answers a constant 
 so what it costs per request is the HTTP stack itself (gunicorn, uvicorn workers, FastAPI,
 pydantic): the most any FastAPI app can do on this machine.
 
-Run: gunicorn --chdir bench -w 2 -k uvicorn_worker.UvicornWorker ceiling_app:app
+``bench_serving`` runs it as the API runs: in a container of the API's image, hardened as in
+compose, behind a port published on 127.0.0.1 (the figure our API is compared with), and on
+the host for reference. By hand: gunicorn --chdir bench -w 2 -k uvicorn_worker.UvicornWorker
+ceiling_app:app
 """
 
 from __future__ import annotations
