@@ -18,6 +18,7 @@ gracefully: requests in flight get 7 s, the whole within gunicorn's 9 s (inside 
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -51,6 +52,13 @@ def gunicorn_options(settings: ApiSettings, metrics_dir: str) -> dict[str, Any]:
     def child_exit(_server: Any, worker: Any) -> None:
         multiprocess.mark_process_dead(worker.pid, metrics_dir)
 
+    def post_worker_init(_worker: Any) -> None:
+        # The modules and the app built so far live as long as the worker: frozen, they are
+        # out of the collector's way. A full collection walked them all (about 100,000
+        # objects, tens of ms: a stall of every request in flight); now it walks only what
+        # requests left behind.
+        gc.freeze()
+
     return {
         "bind": f"{settings.host}:{settings.port}",
         "workers": settings.workers,
@@ -61,6 +69,7 @@ def gunicorn_options(settings: ApiSettings, metrics_dir: str) -> dict[str, Any]:
         "loglevel": settings.log_level.lower(),
         "proc_name": "prediction-api",
         "child_exit": child_exit,
+        "post_worker_init": post_worker_init,
         "worker_tmp_dir": tempfile.gettempdir(),
     }
 
