@@ -265,7 +265,7 @@ def read_feedback(url: str, password_file: Path | None, limit: int) -> Feedback:
     # SQLAlchemy only where feedback is asked for
     from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
-    from wine_mlops import monitoring_db
+    import wine_mlops.monitoring_db as monitoring_db
 
     source = monitoring_db.safe_url(url)
     try:

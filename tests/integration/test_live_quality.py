@@ -11,7 +11,7 @@ import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -117,7 +117,7 @@ def api(
         WINE_MONITORING_REFRESH_SECONDS="0.5",
         WINE_PREDICTION_LOG_FLUSH_SECONDS="0.2",
         WINE_DRIFT_WINDOW="178",
-        **log_env,
+        **cast("dict[str, Any]", log_env),  # more variables, all strings
     )
 
     def every_worker_serves() -> bool:

@@ -90,7 +90,7 @@ def test_feedback_joins_the_training_split_and_leaves_the_test_split_as_it_was()
 
 def test_runs_name_what_started_them() -> None:
     manual = TrainingSettings()
-    ci = TrainingSettings(BUILD_ID="17")
+    ci = TrainingSettings.model_validate({"BUILD_ID": "17"})
     assert trigger_tags(manual, "WineFeatureDrift") == {
         "wine.trigger": "alert",
         "wine.trigger.alert": "WineFeatureDrift",

@@ -149,7 +149,11 @@ class Service:
         stop_process_group(self.process, timeout)
 
     def wait_until(
-        self, condition: Callable[[], T], what: str, timeout: float = 60.0, interval: float = 0.2
+        self,
+        condition: Callable[[], T | None],
+        what: str,
+        timeout: float = 60.0,
+        interval: float = 0.2,
     ) -> T:
         """:func:`wine_mlops.waiting.wait_until`, with the end of this service's log in the error.
 
