@@ -108,7 +108,7 @@ RUN pip install --no-deps --no-build-isolation /build/common /build/prediction-a
  && python3 -c "import numpy as np, onnxruntime as ort; from onnxruntime.datasets import get_example; s = ort.InferenceSession(get_example('logreg_iris.onnx'), providers=['CPUExecutionProvider']); i = s.get_inputs()[0]; print('onnxruntime inference:', s.run(None, {i.name: np.ones(i.shape, np.float32)})[0])" \
  && pip uninstall --yes --quiet flit-core setuptools pip \
  && find /opt/venv -name __pycache__ -type d -prune -exec rm -rf {} + \
- && PYTHONDONTWRITEBYTECODE= python3 -c "import prediction_api.__main__, prediction_api.app, prediction_api.registry, prediction_api.prediction_log, prediction_api.quality, gunicorn.app.base, gunicorn.arbiter, uvicorn_worker, uvicorn.protocols.http.h11_impl, uvicorn.lifespan.on, mlflow.artifacts, mlflow.tracking, mlflow.store.artifact.http_artifact_repo, mlflow.store.artifact.mlflow_artifacts_repo, sqlalchemy.dialects.postgresql.psycopg2, sqlalchemy.dialects.sqlite.pysqlite, onnxruntime, wine_mlops.healthcheck"
+ && env -u PYTHONDONTWRITEBYTECODE python3 -c "import prediction_api.__main__, prediction_api.app, prediction_api.registry, prediction_api.prediction_log, prediction_api.quality, gunicorn.app.base, gunicorn.arbiter, uvicorn_worker, uvicorn.protocols.http.h11_impl, uvicorn.lifespan.on, mlflow.artifacts, mlflow.tracking, mlflow.store.artifact.http_artifact_repo, mlflow.store.artifact.mlflow_artifacts_repo, sqlalchemy.dialects.postgresql.psycopg2, sqlalchemy.dialects.sqlite.pysqlite, onnxruntime, wine_mlops.healthcheck"
 
 FROM python-runtime AS prediction-api
 COPY --from=prediction-api-build /opt/venv /opt/venv
