@@ -23,7 +23,10 @@ serve`` and at least 50% of the ceiling (the containerised one); p99 at most 5 m
 batch of 1,000 p50 at most 5 ms; the API image at most 350 MB. Any non-2xx answer or socket
 error fails the run.
 
-Usage: make up; python bench/bench_serving.py [--seconds 10]
+With ``--repeat N`` each figure is measured N times and the best run (most requests per
+second) is kept: other work on the machine only ever makes a run slower.
+
+Usage: make up; python bench/bench_serving.py [--seconds 10] [--repeat 2]
 (``ENV_FILE`` and ``COMPOSE_PROJECT_NAME`` as for ``make``.)
 """
 
@@ -37,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +127,14 @@ def run_wrk(url: str, body: bytes, seconds: int, threads: int = 2, connections: 
                 )
             )
     return loads[-1]
+
+
+def best_of(repeat: int, measure: Callable[[], Load]) -> Load:
+    """The run with the most requests per second of ``repeat`` runs of ``measure``; a run with
+    failed requests is never hidden by a better one."""
+    loads = [measure() for _ in range(repeat)]
+    failed = [load for load in loads if load.failed]
+    return failed[0] if failed else max(loads, key=lambda load: load.rate)
 
 
 def compose(*args: str) -> str:
@@ -226,6 +237,7 @@ def bridge_url(container: str, port: int) -> str | None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=2, help="runs per figure, best kept")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.stderr.write("wrk is not installed: apt-get install wrk\n")
@@ -254,11 +266,16 @@ def main() -> int:
     batch = json.dumps([records[i % len(records)] for i in range(1000)]).encode()
     split = {"dataframe_split": {"columns": list(FEATURE_NAMES), "data": [row]}}
 
-    ours = run_wrk(f"{api_url}/predict", one, args.seconds)
-    batches = run_wrk(f"{api_url}/predict/batch", batch, args.seconds, threads=1, connections=1)
-    single = run_wrk(f"{api_url}/predict", one, args.seconds, threads=1, connections=1)
+    seconds, repeat = args.seconds, args.repeat
+    ours = best_of(repeat, lambda: run_wrk(f"{api_url}/predict", one, seconds))
+    batches = best_of(repeat, lambda: run_wrk(f"{api_url}/predict/batch", batch, seconds, 1, 1))
+    single = best_of(repeat, lambda: run_wrk(f"{api_url}/predict", one, seconds, 1, 1))
     direct_url = bridge_url(api_container, 7654)
-    direct = run_wrk(f"{direct_url}/predict", one, args.seconds) if direct_url else None
+    direct = (
+        best_of(repeat, lambda: run_wrk(f"{direct_url}/predict", one, seconds))
+        if direct_url
+        else None
+    )
 
     env = {
         **os.environ,
@@ -273,19 +290,19 @@ def main() -> int:
     serve = [str(BIN / "mlflow"), "models", "serve", "-m", model, "--env-manager", "local",
              "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
     with server(serve, f"http://127.0.0.1:{port}/ping", "mlflow models serve", env):
-        theirs = run_wrk(
-            f"http://127.0.0.1:{port}/invocations", json.dumps(split).encode(), args.seconds
-        )
+        url = f"http://127.0.0.1:{port}/invocations"
+        theirs = best_of(repeat, lambda: run_wrk(url, json.dumps(split).encode(), seconds))
 
     with ceiling_container(image_id, workers) as ceiling_url:
-        ceiling = run_wrk(f"{ceiling_url}/predict", one, args.seconds)
+        ceiling = best_of(repeat, lambda: run_wrk(f"{ceiling_url}/predict", one, seconds))
 
     port = free_port()
     ceiling_cmd = [str(BIN / "gunicorn"), "--chdir", "bench", "-w", str(workers),
                    "-k", "uvicorn_worker.UvicornWorker", "-b", f"127.0.0.1:{port}",
                    "ceiling_app:app"]  # fmt: skip
     with server(ceiling_cmd, f"http://127.0.0.1:{port}/docs", "the ceiling app", dict(os.environ)):
-        host_ceiling = run_wrk(f"http://127.0.0.1:{port}/predict", one, args.seconds)
+        host_url = f"http://127.0.0.1:{port}/predict"
+        host_ceiling = best_of(repeat, lambda: run_wrk(host_url, one, seconds))
 
     ratio, share = ours.rate / theirs.rate, ours.rate / ceiling.rate
     loads = [x for x in (ours, batches, single, direct, theirs, ceiling, host_ceiling) if x]
@@ -304,8 +321,8 @@ def main() -> int:
     version = f"{served['model_name']} v{served['model_version']}"
     runtime = served.get("runtime", "sklearn")
     lines = [
-        f"serving {version} ({runtime}), {workers} worker(s); wrk -t2 -c8 -d{args.seconds}s "
-        "through 127.0.0.1 unless said",
+        f"serving {version} ({runtime}), {workers} worker(s); wrk -t2 -c8 -d{seconds}s "
+        f"through 127.0.0.1 unless said; best of {repeat} run(s) each",
         f"  {'server':52} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}",
     ]
     rows = [
