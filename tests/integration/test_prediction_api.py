@@ -299,6 +299,8 @@ def test_the_api_docs_render_in_chromium_without_leaving_the_api(
         "predict",
         "predict_batch",
         "predict_legacy",
+        "feedback",
+        "feedback_batch",
         "model",
         "features",
         "healthz",
