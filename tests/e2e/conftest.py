@@ -16,14 +16,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support.processes import make_env
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = "wine-mlops-e2e"
-API = "http://127.0.0.1:7654"
-EXPORTER = "http://127.0.0.1:8000"
-PROMETHEUS = "http://127.0.0.1:9090"
+#: Host ports of its own, so that it runs beside a developer's stack on the default ones.
+E2E_PORTS = {
+    "MLFLOW_PORT": 15000,
+    "API_PORT": 17654,
+    "EXPORTER_PORT": 18000,
+    "PROMETHEUS_PORT": 19090,
+    "ALERTMANAGER_PORT": 19093,
+    "RETRAINING_WEBHOOK_PORT": 18090,
+    "GRAFANA_PORT": 13000,
+}
+MLFLOW = f"http://127.0.0.1:{E2E_PORTS['MLFLOW_PORT']}"
+API = f"http://127.0.0.1:{E2E_PORTS['API_PORT']}"
+EXPORTER = f"http://127.0.0.1:{E2E_PORTS['EXPORTER_PORT']}"
+PROMETHEUS = f"http://127.0.0.1:{E2E_PORTS['PROMETHEUS_PORT']}"
+ALERTMANAGER = f"http://127.0.0.1:{E2E_PORTS['ALERTMANAGER_PORT']}"
+RETRAINING_WEBHOOK = f"http://127.0.0.1:{E2E_PORTS['RETRAINING_WEBHOOK_PORT']}"
 
 #: The modules run in this order: the stack's own checks (which restart it), then serving,
 #: then monitoring (which provokes alerts by stopping services), then the API contract (its
@@ -35,13 +49,52 @@ MODULE_ORDER = (
     "test_serving",
     "test_api_runtime",
     "test_monitoring",
+    "test_monitoring_loop",
     "test_contract",
     "test_backup",
     "test_upgrade",
 )
 
-#: Faster reactions than the defaults, so the tests need not wait long.
-E2E_SETTINGS = {"WINE_WATCH_INTERVAL_SECONDS": "5", "EXPORTER_REFRESH_INTERVAL": "5"}
+#: Faster reactions than the defaults, so the tests need not wait long; the monitoring loop
+#: with short windows (its rules and Alertmanager's timing: :func:`fast_monitoring`).
+E2E_SETTINGS = {
+    "WINE_WATCH_INTERVAL_SECONDS": "5",
+    "EXPORTER_REFRESH_INTERVAL": "5",
+    "WINE_MONITORING_REFRESH_SECONDS": "2",
+    "WINE_PREDICTION_LOG_FLUSH_SECONDS": "0.5",
+    "WINE_LIVE_ACCURACY_WINDOW": "50",
+    "WINE_DRIFT_WINDOW": "300",
+    "WINE_RETRAIN_COOLDOWN_SECONDS": "60",
+    **{name: str(port) for name, port in E2E_PORTS.items()},
+}
+
+
+def fast_monitoring(workdir: Path) -> dict[str, str]:
+    """Copies of the alert rules and the Alertmanager configuration with short windows.
+
+    The rules that call for retraining (label ``action: retrain``) fire at once rather than
+    after minutes, and Alertmanager sends within a second; expressions, routes and receivers
+    stay the stack's own. Returns the settings that point the stack at the copies.
+    """
+    rules = workdir / "rules"
+    rules.mkdir()
+    for source in sorted((REPO / "prometheus" / "rules").glob("*.yml")):
+        document = yaml.safe_load(source.read_text())
+        for group in document["groups"]:
+            for rule in group["rules"]:
+                if rule.get("labels", {}).get("action") == "retrain":
+                    rule["for"] = "0s"
+        (rules / source.name).write_text(yaml.safe_dump(document, sort_keys=False))
+        (rules / source.name).chmod(0o644)
+    rules.chmod(0o755)
+    config = yaml.safe_load((REPO / "alertmanager" / "alertmanager.yml").read_text())
+    routes = [config["route"], *config["route"].get("routes", [])]
+    for route in routes:
+        route.update({"group_wait": "1s", "group_interval": "5s", "repeat_interval": "1m"})
+    alertmanager = workdir / "alertmanager.yml"
+    alertmanager.write_text(yaml.safe_dump(config, sort_keys=False))
+    alertmanager.chmod(0o644)
+    return {"PROMETHEUS_RULES_DIR": str(rules), "ALERTMANAGER_CONFIG": str(alertmanager)}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -60,7 +113,7 @@ class Stack:
 
     env_file: Path
     data_dir: Path
-    mlflow_url: str = "http://127.0.0.1:5000"
+    mlflow_url: str = MLFLOW
 
     @property
     def secrets_dir(self) -> Path:
@@ -144,6 +197,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         f"{key}={E2E_SETTINGS[key]}" if (key := line.split("=", 1)[0]) in E2E_SETTINGS else line
         for line in lines
     ]
+    overridden += [f"{key}={value}" for key, value in fast_monitoring(workdir).items()]
     env_file.write_text("\n".join(overridden) + "\n")
     data_dir = workdir / "data"
     data_dir.mkdir()

@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from model_training.data import load_dataset
-from tests.e2e.conftest import API, Stack
+from tests.e2e.conftest import API, PROMETHEUS, Stack
 from tests.support.model_traps import pickle_trap_dir
 from wine_mlops.waiting import wait_until
 
@@ -101,7 +101,7 @@ def test_prometheus_reads_mlflow_metrics_on_an_unpublished_ops_port(stack: Stack
     ports = _inspect(stack, "mlflow-server")["NetworkSettings"]["Ports"]
     assert [b["HostIp"] for b in ports["5000/tcp"]] == ["127.0.0.1"]
     assert not ports.get("5001/tcp")  # exposed to the stack's networks, never on the host
-    targets = requests.get("http://127.0.0.1:9090/api/v1/targets", timeout=10).json()
+    targets = requests.get(f"{PROMETHEUS}/api/v1/targets", timeout=10).json()
     mlflow_target = [
         t for t in targets["data"]["activeTargets"] if t["labels"]["job"] == "mlflow-server"
     ]
