@@ -64,9 +64,20 @@ E2E_SETTINGS = {
     "WINE_PREDICTION_LOG_FLUSH_SECONDS": "0.5",
     "WINE_LIVE_ACCURACY_WINDOW": "50",
     "WINE_DRIFT_WINDOW": "300",
-    "WINE_RETRAIN_COOLDOWN_SECONDS": "60",
-    **{name: str(port) for name, port in E2E_PORTS.items()},
 }
+# The retraining cooldown keeps its default (an hour): the loop's first alert retrains, the
+# second meets the cooldown, and no session runs while later tests back the stack up.
+
+
+def use_e2e_ports(env_file: Path) -> None:
+    """Sets the e2e host ports (:data:`E2E_PORTS`) in an env file, adding the missing ones."""
+    lines = [
+        line
+        for line in env_file.read_text().splitlines()
+        if line.partition("=")[0] not in E2E_PORTS
+    ]
+    lines += [f"{name}={port}" for name, port in E2E_PORTS.items()]
+    env_file.write_text("\n".join(lines) + "\n")
 
 
 def fast_monitoring(workdir: Path) -> dict[str, str]:
@@ -199,6 +210,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     ]
     overridden += [f"{key}={value}" for key, value in fast_monitoring(workdir).items()]
     env_file.write_text("\n".join(overridden) + "\n")
+    use_e2e_ports(env_file)
     data_dir = workdir / "data"
     data_dir.mkdir()
     data_dir.chmod(0o755)

@@ -136,8 +136,18 @@ def test_wrong_labels_fire_an_alert_that_retrains_and_the_gate_keeps_the_champio
     )
     assert all(r.data.tags.get("wine.trigger") == "alert" for r in runs)
     assert all(r.data.metrics["feedback_rows"] >= len(feedback) for r in runs)
-    status = requests.get(f"{RETRAINING_WEBHOOK}/status", timeout=10).json()
-    assert "WineLiveAccuracyLow" in str(status)
+    status = wait_until(
+        lambda: (
+            (s := requests.get(f"{RETRAINING_WEBHOOK}/status", timeout=10).json())["running"]
+            is False
+            and s
+        ),
+        "the session to end",
+        timeout=SESSION_TIMEOUT,
+        interval=2,
+    )
+    assert status["last_session"]["alertname"] == "WineLiveAccuracyLow"
+    assert status["last_session"]["result"] == "succeeded"
     # Trained on poisoned labels, no candidate beats the champion on the held-out test split.
     assert _champion(client) == champion
     assert requests.get(f"{API}/model", timeout=10).json()["model_version"] == champion
@@ -159,6 +169,7 @@ def test_shifted_wines_raise_drift_and_fire_an_alert_that_reaches_the_receiver(
     )
     alert = wait_for_alert(PROMETHEUS, "WineFeatureDrift", timeout=180)
     assert alert["labels"].get("feature") in {"proline", "magnesium"}
+    # Inside the cooldown of the session the first alert started: received, not retrained.
     wait_until(
         lambda: _sessions("WineFeatureDrift") >= 1,
         "the webhook to receive WineFeatureDrift",

@@ -40,7 +40,15 @@ def _state(client: MlflowClient) -> tuple[set[str], set[str]]:
 def test_every_service_is_healthy(stack: Stack) -> None:
     states = [json.loads(line) for line in stack.compose("ps", "--format", "json").splitlines()]
     health = {s["Service"]: s["Health"] for s in states}
-    expected = {"mlflow-db", "mlflow-server", "mlflow-exporter", "prometheus", "prediction-api"}
+    expected = {
+        "mlflow-db",
+        "mlflow-server",
+        "mlflow-exporter",
+        "model-training-webhook",
+        "prometheus",
+        "alertmanager",
+        "prediction-api",
+    }
     if not stack.airgap:
         expected.add("grafana")
     assert health == dict.fromkeys(expected, "healthy")

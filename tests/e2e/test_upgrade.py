@@ -17,7 +17,7 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from tests.e2e.conftest import API, REPO, Stack
+from tests.e2e.conftest import API, REPO, Stack, use_e2e_ports
 
 pytestmark = pytest.mark.e2e
 
@@ -52,6 +52,7 @@ def test_make_up_upgrades_the_volumes_of_the_previous_version(
             [str(old_tree / "tools/init-env.sh"), str(env_file), str(old_tree / ".env.example")],
             check=True,
         )
+        use_e2e_ports(env_file)
         old = Stack(env_file, stack.data_dir)
         subprocess.run(
             ["make", "--no-print-directory", "up"],
