@@ -122,7 +122,9 @@ def problem_response(
     return ProblemResponse(body, status, headers=headers)
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
+    """A client's value as an answer quotes it: its repr, cut at 40 characters (non-finite
+    floats as JSON would name them)."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value).replace("inf", "Infinity").replace("nan", "NaN")
     text = repr(value)
@@ -172,14 +174,14 @@ def describe(
             return f"{where}: unknown parameter{expected}"
         return f"{where}: unknown field; expected only the 13 features ({', '.join(FEATURE_NAMES)})"
     if kind in ("float_type", "float_parsing"):
-        return f"{where}: must be a number, got {_show(value)}"
+        return f"{where}: must be a number, got {show_value(value)}"
     if kind == "finite_number":
-        return f"{where}: must be a finite number, got {_show(value)}"
+        return f"{where}: must be a finite number, got {show_value(value)}"
     if kind == "greater_than_equal":
-        return f"{where}: must not be negative, got {_show(value)}"
+        return f"{where}: must not be negative, got {show_value(value)}"
     if kind == "less_than_equal":
         return (
-            f"{where}: {_show(value)} is above {ctx.get('le')}{unit}, "
+            f"{where}: {show_value(value)} is above {ctx.get('le')}{unit}, "
             "beyond any physically possible value"
         )
     if kind == "too_short":
@@ -192,7 +194,7 @@ def describe(
     if kind == "list_type":
         return f"{where}: must be a JSON array of wine objects"
     if kind in ("model_type", "dict_type", "model_attributes_type"):
-        return f"{where}: must be a JSON object with the 13 features, got {_show(value)}"
+        return f"{where}: must be a JSON object with the 13 features, got {show_value(value)}"
     if kind == "json_invalid":
         return f"body is not valid JSON ({ctx.get('error', 'syntax error')} at position {loc[-1]})"
     return f"{where}: {error.get('msg', 'invalid value')}"

@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 
 from prediction_api import errors
 from prediction_api.deps import PredictionLogDep
+from prediction_api.errors import show_value
 from prediction_api.prediction_log import (
     ConflictingLabelError,
     LogUnavailableError,
@@ -77,11 +78,6 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def describe(error: dict[str, Any], batch_limit: int) -> str | None:
     """A plain sentence for an error of a feedback body, or None where the API's usual
     sentence fits (:func:`prediction_api.errors.describe`)."""
@@ -93,7 +89,7 @@ def describe(error: dict[str, Any], batch_limit: int) -> str | None:
     if kind == "extra_forbidden":
         return f"{where}: unknown field; expected only {_FIELDS}"
     if kind in ("model_type", "dict_type", "model_attributes_type"):
-        return f"{where}: must be a JSON object with {_FIELDS}, got {_show(value)}"
+        return f"{where}: must be a JSON object with {_FIELDS}, got {show_value(value)}"
     if kind == "list_type":
         return f"{where}: must be a JSON array of objects with {_FIELDS}"
     if kind == "too_short":
@@ -108,10 +104,10 @@ def describe(error: dict[str, Any], batch_limit: int) -> str | None:
     if name == "prediction_id":
         return (
             f"{where}: must be the prediction_id of an answer (a UUID such as {_EXAMPLE_ID}), "
-            f"got {_show(value)}"
+            f"got {show_value(value)}"
         )
     if name == "true_class_id":
-        return f"{where}: must be a class id, 0, 1 or 2 (a JSON integer), got {_show(value)}"
+        return f"{where}: must be a class id, 0, 1 or 2 (a JSON integer), got {show_value(value)}"
     return None
 
 
