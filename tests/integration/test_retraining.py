@@ -18,7 +18,6 @@ from typing import Any
 import mlflow
 import pytest
 import requests
-import sqlalchemy as sa
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
@@ -33,7 +32,7 @@ from devstack import (
     training_env,
 )
 from model_training.data import load_dataset
-from wine_mlops import monitoring_db
+from tests.support.prediction_log import fill_log
 
 pytestmark = pytest.mark.integration
 
@@ -65,30 +64,6 @@ def names() -> dict[str, str]:
     """An experiment and a registered model of the test's own."""
     suffix = uuid.uuid4().hex[:8]
     return {"WINE_EXPERIMENT_NAME": f"retrain-{suffix}", "WINE_MODEL_NAME": f"retrain-{suffix}"}
-
-
-def fill_log(url: str, rows: list[tuple[list[float], int]]) -> None:
-    """Logs each wine as a prediction and labels it with the given class, as the API does."""
-    engine = monitoring_db.connect(url)
-    with engine.begin() as conn:
-        for features, true_class in rows:
-            prediction = uuid.uuid4()
-            conn.execute(
-                sa.insert(monitoring_db.predictions).values(
-                    id=prediction,
-                    model_name="wine-classifier",
-                    model_version="1",
-                    features=features,
-                    class_id=true_class,
-                    probabilities=[1 / 3, 1 / 3, 1 / 3],
-                )
-            )
-            conn.execute(
-                sa.insert(monitoring_db.feedback).values(
-                    prediction_id=prediction, true_class_id=true_class
-                )
-            )
-    engine.dispose()
 
 
 def wines(label: str = "true", copies: int = 1) -> list[tuple[list[float], int]]:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import sqlalchemy as sa
 
 from devstack import free_port
 from model_training.data import (
@@ -18,36 +16,10 @@ from model_training.data import (
 )
 from model_training.session import add_feedback, split_dataset, trigger_tags
 from model_training.settings import TrainingSettings
-from wine_mlops import monitoring_db
+from tests.support.prediction_log import fill_log
 from wine_mlops.features import FEATURE_NAMES
 
 WINE = [float(v) for v in load_dataset().features.iloc[0]]
-
-
-def _log_with_labels(path: Path, rows: list[tuple[list[float], int]]) -> str:
-    """A SQLite prediction log holding ``rows`` as predictions with feedback; its URL."""
-    url = f"sqlite:///{path}"
-    engine = monitoring_db.connect(url)
-    with engine.begin() as conn:
-        for features, true_class in rows:
-            prediction = uuid.uuid4()
-            conn.execute(
-                sa.insert(monitoring_db.predictions).values(
-                    id=prediction,
-                    model_name="wine-classifier",
-                    model_version="1",
-                    features=features,
-                    class_id=0,
-                    probabilities=[1.0, 0.0, 0.0],
-                )
-            )
-            conn.execute(
-                sa.insert(monitoring_db.feedback).values(
-                    prediction_id=prediction, true_class_id=true_class
-                )
-            )
-    engine.dispose()
-    return url
 
 
 def test_valid_rows_are_kept_and_invalid_ones_left_out_with_the_reason() -> None:
@@ -100,7 +72,8 @@ def test_runs_name_what_started_them() -> None:
 
 
 def test_labelled_rows_are_read_from_the_prediction_log(tmp_path: Path) -> None:
-    url = _log_with_labels(tmp_path / "log.db", [(WINE, 1), (WINE, 2), (WINE, 0)])
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    fill_log(url, [(WINE, 1), (WINE, 2), (WINE, 0)])
     feedback = read_feedback(url, None, limit=10)
     assert sorted(feedback.target) == [0, 1, 2]
     assert feedback.source == url

@@ -6,6 +6,7 @@ JSON, so what is checked is what Grafana will send."""
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,40 +120,41 @@ def _promtool_test(queries: dict[tuple[str, str], str]) -> dict[str, Any]:
     }
 
 
-def test_the_model_health_queries_return_what_the_panels_say(promtool: str, tmp_path: Path) -> None:
-    queries = {
-        (found.panel, found.ref_id): substitute(found.expr)
+def _queries(change: Callable[[str], str] = lambda expr: expr) -> dict[tuple[str, str], str]:
+    """The Model health dashboard's queries by (panel, ref id), each passed through ``change``."""
+    return {
+        (found.panel, found.ref_id): change(substitute(found.expr))
         for found in panel_queries()
         if found.dashboard == "wine-model-health"
     }
-    assert set(EXPECTED) <= set(queries)
+
+
+def _promtool_test_rules(
+    promtool: str, tmp_path: Path, queries: dict[tuple[str, str], str]
+) -> subprocess.CompletedProcess[str]:
+    """``promtool test rules`` of :func:`_promtool_test` for ``queries``."""
     path = tmp_path / "model_health_test.yml"
     path.write_text(yaml.safe_dump(_promtool_test(queries), sort_keys=False))
-    result = subprocess.run(
+    return subprocess.run(
         [promtool, "test", "rules", path.name],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_the_model_health_queries_return_what_the_panels_say(promtool: str, tmp_path: Path) -> None:
+    queries = _queries()
+    assert set(EXPECTED) <= set(queries)
+    result = _promtool_test_rules(promtool, tmp_path, queries)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_a_wrong_expectation_fails(promtool: str, tmp_path: Path) -> None:
     """The check above would notice a query that counts each worker: sum instead of max."""
-    queries = {
-        (found.panel, found.ref_id): substitute(found.expr).replace("max by", "sum by")
-        for found in panel_queries()
-        if found.dashboard == "wine-model-health"
-    }
-    path = tmp_path / "model_health_test.yml"
-    path.write_text(yaml.safe_dump(_promtool_test(queries), sort_keys=False))
-    result = subprocess.run(
-        [promtool, "test", "rules", path.name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = _promtool_test_rules(
+        promtool, tmp_path, _queries(lambda expr: expr.replace("max by", "sum by"))
     )
     assert result.returncode != 0
     assert "model_version" in result.stdout + result.stderr
